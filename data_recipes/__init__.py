@@ -1,0 +1,1 @@
+"""geoassist.data_recipes"""

@@ -1,0 +1,1 @@
+"""GeoSynth: procedural Earth-observation scenes with exact ground truth."""
