@@ -1,0 +1,1 @@
+"""CLI subcommands of the library (the trainer, evaluator and app add their own)."""
