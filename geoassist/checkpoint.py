@@ -1,0 +1,271 @@
+"""One checkpoint folder for the whole assistant, and the factory that resolves a model name.
+
+Layout (safetensors only; nothing is ever unpickled)::
+
+    config.json              ModelConfig (vision, projector, LM, LoRA, preprocessing)
+    preprocess.json          bands, mean/std, size — what a caller needs to feed images
+    vision.safetensors       the open_clip vision tower, keys ``visual.*`` (open_clip's layout)
+    projector.safetensors    projector + temporal embedding
+    lm/                      the full LM (transformers folder) — for random or merged LMs
+    lm_adapter/              or: a peft LoRA adapter over the base LM named in config.json
+    tokenizer/               tokenizer files, with the chat template
+    README.md                the model card (training data, measured scores)
+    geoassist.json           format version, what the LM part holds, library version
+
+A save goes to a temporary sibling folder that replaces the target in one
+rename, so a crash mid-save leaves the previous checkpoint readable.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geoassist import __version__
+from geoassist.config import ModelConfig, list_presets, load_preset
+from geoassist.errors import CheckpointError, ModelNotFoundError, UnsafeCheckpointError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+# Trained models the project publishes: name → where the weights come from.
+# A folder name is relative to the installed package's `weights/` directory.
+PRETRAINED: dict[str, dict[str, str]] = {
+    "geoassist-mini": {
+        "folder": "geoassist-mini",
+        "description": "SmolLM2-135M-Instruct + small RS ViT trained by `geoassist train --preset geoassist-mini`",
+    },
+}
+
+
+def weights_dir() -> Path:
+    return Path(__file__).resolve().parent / "weights"
+
+
+def _write_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file missing: {path}; the checkpoint is incomplete")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # corrupt headers surface as several exception types
+        raise CheckpointError(f"cannot read {path} ({exc}); the file is corrupt — re-save or re-download it") from exc
+
+
+def _model_card(model, folder_name: str, card: dict[str, Any] | None) -> str:
+    config: ModelConfig = model.config
+    card = card or {}
+    n_params = sum(p.numel() for p in model.parameters())
+    vision = config.vision.resolved()
+    lines = [
+        f"# {card.get('name', config.name)}",
+        "",
+        card.get("summary", "A GeoAssist vision-language model for Earth-observation imagery."),
+        "",
+        "## Architecture",
+        f"- vision: open_clip ViT, {vision.layers} blocks, width {vision.width}, patch {vision.patch_size}, "
+        f"input {vision.image_size}px, features from block {config.vision.feature_layer}",
+        f"- projector: {config.projector.type}, token pool {config.projector.token_pool}, "
+        f"{config.num_image_tokens} visual tokens per image, up to {config.projector.max_images} images",
+        f"- language model: {config.lm.source} {config.lm.name_or_path or ''}".rstrip(),
+        f"- LoRA: {'r=%d alpha=%d' % (config.lora.r, config.lora.alpha) if config.lora.enabled else 'none'}",
+        f"- parameters: {n_params / 1e6:.1f} M",
+        f"- input bands: {', '.join(config.preprocess.bands)}; size {config.preprocess.image_size}",
+        "",
+        "## Training data",
+        card.get("training_data", "Not recorded (untrained or trained outside `geoassist train`)."),
+        "",
+        "## Scores",
+    ]
+    scores = card.get("scores")
+    if scores:
+        lines += ["| task | metric | value |", "|---|---|---|"]
+        for task, metrics in scores.items():
+            for metric, value in metrics.items():
+                lines.append(f"| {task} | {metric} | {value} |")
+    else:
+        lines.append("No evaluation recorded.")
+    lines += [
+        "",
+        "## Use",
+        "```python",
+        "from geoassist import Assistant",
+        f'assistant = Assistant.from_pretrained("{folder_name}")',
+        'print(assistant.ask("scene.tif", "Describe the image.").text)',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def save_checkpoint(model, folder: str | Path, *, card: dict[str, Any] | None = None, merge_lora: bool = False) -> Path:
+    """Write ``model`` (a GeoAssistModel) to ``folder`` atomically."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        config: ModelConfig = copy.deepcopy(model.config)
+        config.vision.weights = None  # the weights travel in vision.safetensors
+        adapter_only = model.has_lora and not merge_lora and config.lm.source != "random"
+        if adapter_only:
+            model.lm.save_pretrained(str(tmp / "lm_adapter"), safe_serialization=True)
+            lm_part = "adapter"
+        else:
+            lm = model.lm
+            if model.has_lora:
+                # Merge into a copy so the caller's (possibly training) model keeps its adapter.
+                lm = copy.deepcopy(model.lm).merge_and_unload()
+            lm.save_pretrained(str(tmp / "lm"), safe_serialization=True)
+            lm_part = "full"
+            if merge_lora:
+                config.lora.enabled = False
+        (tmp / "config.json").write_text(config.to_json())
+        (tmp / "preprocess.json").write_text(json.dumps(_as_plain(config.preprocess), indent=2) + "\n")
+        _write_safetensors(model.vision.open_clip_state_dict(), tmp / "vision.safetensors")
+        _write_safetensors(model.projector.state_dict(), tmp / "projector.safetensors")
+        model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        (tmp / "README.md").write_text(_model_card(model, folder.name, card))
+        meta = {"format_version": FORMAT_VERSION, "lm": lm_part, "geoassist_version": __version__}
+        if card:
+            meta["card"] = card
+        (tmp / "geoassist.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _replace_folder(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _as_plain(preprocess) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(preprocess)
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    if not target.exists():
+        new.rename(target)
+        return
+    backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    target.rename(backup)
+    try:
+        new.rename(target)
+    except OSError:
+        backup.rename(target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _check_no_pickles(folder: Path) -> None:
+    pickles = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise UnsafeCheckpointError(
+            f"{folder} contains pickled files ({', '.join(pickles[:3])}); GeoAssist never unpickles. "
+            "Remove them, or convert the weights to safetensors first"
+        )
+
+
+def load_checkpoint(folder: str | Path, *, device: str | torch.device = "cpu", trainable: bool = False):
+    """Load a GeoAssistModel saved by :func:`save_checkpoint`."""
+    from geoassist.model.lm import build_lm, load_tokenizer
+    from geoassist.model.vlm import GeoAssistModel
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder} is not a GeoAssist checkpoint (no config.json)")
+    _check_no_pickles(folder)
+    try:
+        meta = json.loads((folder / "geoassist.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{folder}/geoassist.json is missing or corrupt ({exc}); re-save the checkpoint") from exc
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{folder} was written by a newer GeoAssist (format {meta['format_version']}); upgrade geoassist"
+        )
+    config = ModelConfig.from_json(folder / "config.json")
+    tokenizer = load_tokenizer(config.lm, folder=folder / "tokenizer")
+    if meta.get("lm") == "adapter":
+        from peft import PeftModel
+
+        base = build_lm(config.lm, vocab_size=len(tokenizer))
+        lm = PeftModel.from_pretrained(base, str(folder / "lm_adapter"), is_trainable=trainable)
+    else:
+        lm = build_lm(config.lm, vocab_size=len(tokenizer), weights_folder=folder / "lm")
+    model = GeoAssistModel(config, tokenizer, lm=lm)
+    _load_into(model.vision.visual, _read_safetensors(folder / "vision.safetensors"), "visual.", folder)
+    _load_into(model.projector, _read_safetensors(folder / "projector.safetensors"), "", folder)
+    model.checkpoint_meta = meta
+    return model.to(device)
+
+
+def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, folder: Path) -> None:
+    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights in {folder} do not match its config.json: {exc}") from exc
+
+
+def create_model(name_or_path: str | Path, *, device: str | torch.device = "cpu"):
+    """Resolve a checkpoint folder, a preset name, a published model name or a hub id to a model.
+
+    - a folder holding ``config.json`` → :func:`load_checkpoint`;
+    - a preset (``tiny``, ``mini``, …) → that architecture, freshly built (the LM
+      part loads its pretrained weights where the preset names them);
+    - a published name (``geoassist-mini``) → its shipped weights;
+    - anything else → a hub repository id, downloaded when online.
+    """
+    from geoassist.model.lm import load_tokenizer
+    from geoassist.model.vlm import GeoAssistModel
+
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return load_checkpoint(path, device=device)
+    if name in PRETRAINED:
+        folder = weights_dir() / PRETRAINED[name]["folder"]
+        if not (folder / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"the weights of {name!r} are not installed at {folder}. Build them with "
+                f"`geoassist train --preset {name}`, or pick a preset ({', '.join(list_presets())}) or a folder"
+            )
+        return load_checkpoint(folder, device=device)
+    if name in list_presets():
+        config = load_preset(name)
+        tokenizer = load_tokenizer(config.lm)
+        return GeoAssistModel(config, tokenizer).to(device)
+    if path.suffix or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise ModelNotFoundError(
+            f"no model found for {name!r}: not a checkpoint folder, a preset ({', '.join(list_presets())}), "
+            f"a published model ({', '.join(PRETRAINED)}) or a hub id (owner/name)"
+        )
+    return load_checkpoint(_download(name), device=device)
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.md", "*.txt", "*.jinja", "tokenizer/*", "lm/*", "lm_adapter/*"]))
+    except Exception as exc:  # offline, missing repo, auth: all mean the same to the user
+        raise ModelNotFoundError(
+            f"cannot fetch {repo_id!r} from the Hugging Face hub ({exc.__class__.__name__}: {exc}); "
+            "check the name and your connection, or pass a local checkpoint folder"
+        ) from exc

@@ -1,0 +1,282 @@
+"""The assembled model: vision tower → projector → causal LM (optionally with LoRA).
+
+Sequences carry one ``<image>`` token id per visual token (``chat.render``
+expands each image slot to exactly ``config.num_image_tokens`` ids). The model
+replaces those positions with projected vision features before the LM runs;
+the ``<image>`` id itself is never looked up in the embedding table.
+
+Labels are aligned with ``input_ids`` (not shifted); the shift to next-token
+targets happens in exactly one place, :func:`causal_lm_loss`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geoassist.config import ModelConfig
+from geoassist.errors import ImageSlotMismatchError
+from geoassist.model.lm import build_lm
+from geoassist.model.projector import VisualProjector
+from geoassist.model.tokenizer import end_token_id, image_token_id
+from geoassist.model.vision import VisionTower
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over supervised positions (labels != -100).
+
+    ``labels[:, t]`` is the token at position t; the logits at t - 1 predict it.
+    """
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    return F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+@dataclass
+class SamplingConfig:
+    """How the next token is chosen. ``do_sample=False`` is greedy decoding."""
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def pick(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.do_sample or self.temperature <= 0:
+            return logits.argmax(dim=-1)
+        logits = logits / self.temperature
+        if self.top_k > 0:
+            kth = torch.topk(logits, min(self.top_k, logits.shape[-1])).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cumulative - sorted_logits.softmax(-1) > self.top_p  # keep the first token past top_p
+            sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        probs = logits.softmax(-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+class GeoAssistModel(nn.Module):
+    def __init__(self, config: ModelConfig, tokenizer, lm: nn.Module | None = None):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.vision = VisionTower(config.vision)
+        self.lm = lm if lm is not None else build_lm(config.lm, vocab_size=len(tokenizer))
+        lm_dim = self.lm.get_input_embeddings().embedding_dim
+        self.projector = VisualProjector(
+            config.projector, self.vision.width, lm_dim, has_cls_token=self.vision.config.use_cls_token
+        )
+        self.image_token_id = image_token_id(tokenizer)
+        self.end_token_id = end_token_id(tokenizer)
+        self.pad_token_id = int(tokenizer.pad_token_id)
+        # transformers renamed `past_key_values` to `cache` during 5.x; speak whichever this version takes.
+        base_lm = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        params = inspect.signature(type(base_lm).forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        if config.lora.enabled and not self.has_lora:
+            self.add_lora()
+
+    # ----------------------------------------------------------------- LoRA
+    @property
+    def has_lora(self) -> bool:
+        return hasattr(self.lm, "peft_config")
+
+    def add_lora(self) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        lora = self.config.lora
+        peft_config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        self.lm = get_peft_model(self.lm, peft_config)
+
+    def merge_lora(self) -> None:
+        """Fold the LoRA weights into the LM (for export or faster inference)."""
+        if self.has_lora:
+            self.lm = self.lm.merge_and_unload()
+
+    # ------------------------------------------------------------- embedding
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    def _image_layout(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions of image tokens and the temporal index (image ordinal in its row) of each image."""
+        is_image = input_ids == self.image_token_id
+        per_row = is_image.sum(dim=1)
+        n = self.config.num_image_tokens
+        if bool((per_row % n).any()):
+            raise ImageSlotMismatchError(
+                f"a sequence holds {per_row.tolist()} <image> tokens, not a multiple of the {n} tokens per image; "
+                "render conversations with geoassist.chat.render"
+            )
+        images_per_row = (per_row // n).tolist()
+        max_images = self.config.projector.max_images
+        if max(images_per_row, default=0) > max_images:
+            raise ImageSlotMismatchError(
+                f"a conversation holds {max(images_per_row)} images but this model takes at most {max_images}"
+            )
+        temporal = torch.tensor([k for count in images_per_row for k in range(count)], dtype=torch.long)
+        return is_image, temporal
+
+    def encode_images(self, pixel_values: torch.Tensor, temporal_index: torch.Tensor) -> torch.Tensor:
+        """(num_images, 3, H, W) → (num_images, num_image_tokens, lm_dim)."""
+        features = self.vision(pixel_values)
+        return self.projector(features, temporal_index.to(features.device))
+
+    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
+        is_image, temporal = self._image_layout(input_ids)
+        n_images = len(temporal)
+        given = 0 if pixel_values is None else pixel_values.shape[0]
+        if given != n_images:
+            raise ImageSlotMismatchError(
+                f"the batch has {n_images} image slot(s) but {given} image(s) were given"
+            )
+        embedding = self.lm.get_input_embeddings()
+        embeds = embedding(input_ids.masked_fill(is_image, 0))
+        if n_images:
+            visual = self.encode_images(pixel_values, temporal).to(embeds.dtype)
+            embeds = embeds.masked_scatter(is_image.unsqueeze(-1), visual.reshape(-1, visual.shape[-1]))
+        return embeds
+
+    # --------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embeds = self.embed_inputs(input_ids, pixel_values)
+        out = self.lm(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=positions_from_mask(attention_mask),
+            use_cache=False,
+        )
+        loss = causal_lm_loss(out.logits, labels) if labels is not None else None
+        return ModelOutput(logits=out.logits, loss=loss)
+
+    # ------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate_steps(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        *,
+        max_new_tokens: int = 256,
+        sampling: SamplingConfig | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield the next token of every row, step by step (rows that finished yield the pad id).
+
+        Rows are left-padded (the tokenizer pads on the left); positions come from
+        the attention mask so padding does not shift them.
+        """
+        sampling = sampling or SamplingConfig()
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embeds = self.embed_inputs(input_ids, pixel_values)
+        positions = positions_from_mask(attention_mask)
+        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        embedding = self.lm.get_input_embeddings()
+        cache = None
+        step_embeds, step_positions = embeds, positions
+        for _ in range(max_new_tokens):
+            if use_cache:
+                out = self.lm(
+                    inputs_embeds=step_embeds,
+                    attention_mask=attention_mask,
+                    position_ids=step_positions,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **{self._cache_arg: cache},
+                )
+                cache = getattr(out, self._cache_arg)
+            else:
+                out = self.lm(
+                    inputs_embeds=embeds,
+                    attention_mask=attention_mask,
+                    position_ids=positions,
+                    use_cache=False,
+                    logits_to_keep=1,
+                )
+            next_tokens = sampling.pick(out.logits[:, -1, :].float(), generator)
+            next_tokens = next_tokens.masked_fill(finished, self.pad_token_id)
+            yield next_tokens
+            finished |= next_tokens == self.end_token_id
+            if bool(finished.all()):
+                return
+            step_embeds = embedding(next_tokens.unsqueeze(1))
+            step_positions = positions[:, -1:] + 1
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+            positions = torch.cat([positions, step_positions], dim=1)
+            if not use_cache:
+                embeds = torch.cat([embeds, step_embeds], dim=1)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        *,
+        max_new_tokens: int = 256,
+        sampling: SamplingConfig | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+        on_step: Callable[[torch.Tensor], None] | None = None,
+    ) -> list[list[int]]:
+        """Generated token ids per row, without the prompt, cut after the end token."""
+        rows: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+        done = [False] * len(rows)
+        for tokens in self.generate_steps(
+            input_ids,
+            attention_mask,
+            pixel_values,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            use_cache=use_cache,
+            generator=generator,
+        ):
+            if on_step is not None:
+                on_step(tokens)
+            for i, token in enumerate(tokens.tolist()):
+                if not done[i]:
+                    rows[i].append(token)
+                    done[i] = token == self.end_token_id
+        return rows
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token (left padding safe)."""
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
