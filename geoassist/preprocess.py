@@ -23,7 +23,7 @@ def to_pixel_values(image, config: PreprocessConfig, bands: list[str | int] | No
     size = config.image_size
     if rgb.shape[:2] != (size, size):
         rgb = np.asarray(PILImage.fromarray(rgb).resize((size, size), PILImage.Resampling.BICUBIC))
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+    x = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(config.mean).view(-1, 1, 1)
     std = torch.tensor(config.std).view(-1, 1, 1)
     return (x - mean) / std

@@ -1,0 +1,288 @@
+"""The Python face of GeoAssist: ``Assistant.from_pretrained(...).ask(image, prompt)``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geoassist import formats
+from geoassist.chat import IMAGE_SLOT, Message, collate, render, with_image_slots
+from geoassist.errors import GeoAssistError, ImageSlotMismatchError
+from geoassist.prompts import TASKS, build_prompt
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "geoassist-mini"
+
+
+@dataclass
+class Answer:
+    """What the assistant answered, in text and in structure.
+
+    Boxes are ``{"label", "box": [x1, y1, x2, y2], "score"}`` in pixels of the
+    input image (the last image of a pair or series). When that image is
+    georeferenced, each geometry also carries ``box_map`` in the image's CRS and
+    ``geo`` says which CRS.
+    """
+
+    text: str
+    boxes: list[dict[str, Any]] = field(default_factory=list)
+    obboxes: list[dict[str, Any]] = field(default_factory=list)
+    polygons: list[dict[str, Any]] = field(default_factory=list)
+    mask: np.ndarray | None = None
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    parse_errors: list[str] = field(default_factory=list)
+    raw: str = ""
+    task: str | None = None
+    image_size: tuple[int, int] | None = None
+    geo: dict[str, Any] | None = None
+    history: list[dict[str, str]] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "task": self.task,
+            "image_size": list(self.image_size) if self.image_size else None,
+            "boxes": self.boxes,
+            "obboxes": self.obboxes,
+            "polygons": self.polygons,
+            "mask": mask_to_rle(self.mask) if self.mask is not None else None,
+            "citations": self.citations,
+            "geo": self.geo,
+            "parse_errors": self.parse_errors,
+            "raw": self.raw,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+
+def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO-style uncompressed RLE (column-major run lengths, starting with a run of 0s)."""
+    flat = np.asarray(mask, dtype=bool).flatten(order="F")
+    changes = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0, *counts]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
+    h, w = rle["size"]
+    values = np.zeros(sum(rle["counts"]), dtype=bool)
+    pos, on = 0, False
+    for n in rle["counts"]:
+        values[pos : pos + n] = on
+        pos += n
+        on = not on
+    return values.reshape((h, w), order="F")
+
+
+class AnswerStream:
+    """Iterate to receive the answer's text as it is generated; ``.answer`` holds the result afterwards."""
+
+    def __init__(self, chunks: Iterator[str]):
+        self._chunks = chunks
+        self.answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._chunks
+
+
+class Assistant:
+    def __init__(self, model, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL, *, device: str | None = None) -> Assistant:
+        """Load a checkpoint folder, a preset (``tiny``, ``mini``…), a published model or a hub id."""
+        from geoassist.checkpoint import create_model
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(create_model(name_or_path, device=device), device=device)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    # --------------------------------------------------------------- inputs
+    def _load_images(self, image, images) -> list:
+        from geoassist.io import load_image
+
+        items: list = []
+        if isinstance(image, (list, tuple)):
+            items.extend(image)
+        elif image is not None:
+            items.append(image)
+        items.extend(images or [])
+        max_images = self.config.projector.max_images
+        if len(items) > max_images:
+            raise ImageSlotMismatchError(
+                f"{len(items)} images given; this model takes at most {max_images} per conversation"
+            )
+        return [load_image(item) for item in items]
+
+    def _pixel_values(self, loaded: Sequence, bands) -> torch.Tensor | None:
+        from geoassist.preprocess import to_pixel_values
+
+        if not loaded:
+            return None
+        return torch.stack([to_pixel_values(im, self.config.preprocess, bands) for im in loaded]).to(self.device)
+
+    def _conversation(self, prompt: str, task: str | None, history, n_images: int, region, image_size) -> list[Message]:
+        region_text = None
+        if region is not None:
+            if image_size is None:
+                raise GeoAssistError("a region needs an image")
+            region_text = formats.format_box(region, image_size)
+        text = build_prompt(task, prompt, region=region_text)
+        messages = [Message("system", self.config.system_prompt)]
+        previous = [Message(m["role"], m["content"]) for m in (history or []) if m.get("role") != "system"]
+        messages += previous
+        slots_before = sum(m.content.count(IMAGE_SLOT) for m in previous)
+        if slots_before == 0:
+            text = with_image_slots(text, n_images)
+        messages.append(Message("user", text))
+        return messages
+
+    # ------------------------------------------------------------------ ask
+    def ask(
+        self,
+        image=None,
+        prompt: str = "",
+        *,
+        images: Sequence | None = None,
+        task: str | None = None,
+        history: list[dict[str, str]] | None = None,
+        region: Sequence[float] | None = None,
+        bands: Sequence[str | int] | None = None,
+        max_new_tokens: int = 256,
+        do_sample: bool = False,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        seed: int | None = None,
+        stream: bool = False,
+    ) -> Answer | AnswerStream:
+        """Answer ``prompt`` about ``image`` (a path, PIL image, array or bytes; a list for a pair/series).
+
+        ``task`` picks a documented prompt template (``caption``, ``vqa``, ``classify``,
+        ``ground``, ``detect``, ``refer``, ``region``, ``change``, ``segment``…) with
+        ``prompt`` as its argument; without it, ``prompt`` is sent as written.
+        ``history`` continues a conversation (pass ``answer.history``). With
+        ``stream=True`` the result is an :class:`AnswerStream` of text pieces.
+        """
+        from geoassist.model.vlm import SamplingConfig
+
+        loaded = self._load_images(image, images)
+        if task is not None and task not in TASKS:
+            raise GeoAssistError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+        pixel_values = self._pixel_values(loaded, bands)
+        image_size = loaded[-1].size if loaded else None
+        messages = self._conversation(prompt, task, history, len(loaded), region, image_size)
+        model = self.model
+        rendered = render(
+            messages,
+            model.tokenizer,
+            num_image_tokens=self.config.num_image_tokens,
+            num_images=len(loaded),
+            image_token_id=model.image_token_id,
+            add_generation_prompt=True,
+            max_length=max(self.config.lm.max_context - max_new_tokens, 1),
+        )
+        batch = collate([rendered], model.pad_token_id)
+        sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        steps = model.generate_steps(
+            batch["input_ids"].to(self.device),
+            batch["attention_mask"].to(self.device),
+            pixel_values,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            generator=generator,
+        )
+
+        def finish(tokens: list[int]) -> Answer:
+            raw = model.tokenizer.decode([t for t in tokens if t != model.end_token_id], skip_special_tokens=True)
+            return self._answer(raw.strip(), task, loaded, messages)
+
+        if not stream:
+            tokens = [int(step[0]) for step in steps]
+            return finish(tokens)
+
+        result = AnswerStream(iter(()))
+
+        def chunks() -> Iterator[str]:
+            tokens: list[int] = []
+            shown = ""
+            for step in steps:
+                token = int(step[0])
+                if token == model.end_token_id:
+                    break
+                tokens.append(token)
+                text = model.tokenizer.decode(tokens, skip_special_tokens=True)
+                # Hold back a trailing partial UTF-8 sequence until it is complete.
+                if text.endswith("\ufffd"):
+                    continue
+                if len(text) > len(shown):
+                    yield text[len(shown) :]
+                    shown = text
+            result.answer = finish(tokens)
+
+        result._chunks = chunks()
+        return result
+
+    def _answer(self, raw: str, task: str | None, loaded: Sequence, messages: list[Message]) -> Answer:
+        history = [{"role": m.role, "content": m.content} for m in messages[1:]]
+        history.append({"role": "assistant", "content": raw})
+        if not loaded:
+            return Answer(text=raw, raw=raw, task=task, history=history)
+        image = loaded[-1]
+        parsed = formats.parse(raw, image.size)
+        answer = Answer(
+            text=parsed.text,
+            boxes=[{"label": b.label, "box": [round(v, 2) for v in b.box], "score": b.score} for b in parsed.boxes],
+            obboxes=[
+                {
+                    "label": o.label,
+                    "obox": [round(o.cx, 2), round(o.cy, 2), round(o.w, 2), round(o.h, 2), round(o.angle_deg, 2)],
+                    "corners": np.round(o.corners(), 2).tolist(),
+                    "score": o.score,
+                }
+                for o in parsed.obboxes
+            ],
+            polygons=[{"label": p.label, "points": [[round(x, 2), round(y, 2)] for x, y in p.points]} for p in parsed.polygons],
+            mask=parsed.mask,
+            parse_errors=list(parsed.errors),
+            raw=raw,
+            task=task,
+            image_size=image.size,
+            history=history,
+        )
+        if image.transform is not None:
+            self._add_map_coordinates(answer, image)
+        return answer
+
+    @staticmethod
+    def _add_map_coordinates(answer: Answer, image) -> None:
+        """Boxes in the image's CRS, for georeferenced inputs."""
+        for item in answer.boxes:
+            x1, y1, x2, y2 = item["box"]
+            xs, ys = image.pixel_to_map(np.array([x1, x2]), np.array([y1, y2]))
+            item["box_map"] = [float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))]
+        for item in answer.polygons:
+            pts = np.array(item["points"], dtype=float)
+            xs, ys = image.pixel_to_map(pts[:, 0], pts[:, 1])
+            item["points_map"] = np.column_stack([xs, ys]).tolist()
+        crs = image.crs.to_string() if image.crs is not None else None
+        answer.geo = {"crs": crs, "transform": list(image.transform)[:6]}
