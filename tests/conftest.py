@@ -21,3 +21,39 @@ def rs_samples() -> Path:
     if not RS_SAMPLES.is_dir():
         pytest.skip(f"real samples not found at {RS_SAMPLES} (set GEOASSIST_RS_SAMPLES)")
     return RS_SAMPLES
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from geoassist.config import load_preset
+
+    return load_preset("tiny")
+
+
+def build_tiny(seed: int = 0, **lora):
+    """A fresh random tiny model (well under a second to build)."""
+    import torch
+
+    from geoassist.config import load_preset
+    from geoassist.model.lm import load_tokenizer
+    from geoassist.model.vlm import GeoAssistModel
+
+    config = load_preset("tiny")
+    if lora:
+        config.lora.enabled = True
+        for k, v in lora.items():
+            setattr(config.lora, k, v)
+    torch.manual_seed(seed)
+    return GeoAssistModel(config, load_tokenizer(config.lm)).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A shared tiny model; tests that train or modify a model build their own with build_tiny()."""
+    return build_tiny()
+
+
+@pytest.fixture
+def make_tiny():
+    """Factory for fresh tiny models: ``make_tiny(seed=0, r=4)`` (LoRA options enable LoRA)."""
+    return build_tiny
