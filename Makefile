@@ -1,6 +1,6 @@
 # Set-up is part of every target: the virtual environment at ./.venv is created when
 # missing and reused otherwise; it is refreshed when pyproject.toml or constraints.txt change.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.geoassist-installed
@@ -10,7 +10,7 @@ STAMP := $(VENV)/.geoassist-installed
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11+ or run 'make PYTHON=python3 ...'"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "error: GeoAssist needs Python 3.11+; run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=24" wheel
 	$(PY) -m pip install -c constraints.txt -e ".[dev]"
@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: setup
 	$(VENV)/bin/geoassist info
+	$(VENV)/bin/geoassist ask --model mini --max-new-tokens 40 "In one sentence, what does a satellite image show?"
 
 test: setup
 	$(PY) -m pytest -q

@@ -53,7 +53,6 @@ TASKS: dict[str, TaskPrompt] = {
         ),
         TaskPrompt("change_qa", "[change_qa] {arg}", "a short answer about the change", images="2"),
         TaskPrompt("segment", "[segment] {arg}", "`<mask>RxC|…</mask>` (text-as-mask), or `none`"),
-        TaskPrompt("knowledge", "[knowledge] {arg}", "an answer that cites the numbered passages as [1], [2]…"),
     ]
 }
 
