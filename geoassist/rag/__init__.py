@@ -1,0 +1,1 @@
+"""RS-RAG: a FAISS knowledge store that grounds answers in retrieved, cited facts."""
