@@ -1,0 +1,115 @@
+"""The one instruction-record schema every recipe writes (documented in docs/DATA.md).
+
+A record is a plain dict (it is stored as a Parquet row), checked by
+:func:`validate_record`. Ids are ``"<source>:<original id>"`` so predictions can
+be scored against any split; coordinates in ``targets`` are pixels of the
+original image (x right, y down, no +1 convention).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypedDict
+
+TASKS = (
+    "caption",
+    "vqa",
+    "scene_cls",
+    "grounding",
+    "referring",
+    "region_caption",
+    "detection",
+    "counting",
+    "change_caption",
+    "change_qa",
+    "refer_seg",
+    "conversation",
+    "knowledge_qa",
+)
+
+TARGET_KEYS = ("boxes", "obboxes", "polygons", "mask", "count", "labels")
+
+
+class Record(TypedDict, total=False):
+    id: str  # "<source>:<original id>", stable across builds
+    source: str  # recipe/source name, e.g. "rsvqa_lr"
+    split: str  # the dataset's official split name
+    task: str  # one of TASKS
+    images: list[str]  # paths relative to the dataset root; time order for change tasks
+    conversations: list[dict[str, str]]  # [{"role": "user"|"assistant", "content": ...}]
+    answer: str | list[str]  # reference answer, or all references for captions
+    qtype: str | None  # the source's own question-type name
+    targets: dict[str, Any]  # boxes / obboxes / polygons / mask / count / labels, pixels
+    meta: dict[str, Any]  # gsd, sensor, crs, image size…
+
+
+class RecordError(ValueError):
+    """A record breaks the schema (a recipe bug, not bad input)."""
+
+
+def validate_record(record: dict[str, Any]) -> None:
+    """Raise :class:`RecordError` naming the first rule ``record`` breaks."""
+    for key in ("id", "source", "split", "task", "images", "conversations", "answer"):
+        if key not in record:
+            raise RecordError(f"record {record.get('id', '?')} lacks {key!r}")
+    rid, source = record["id"], record["source"]
+    if not isinstance(rid, str) or ":" not in rid or not rid.startswith(f"{source}:"):
+        raise RecordError(f"record id {rid!r} must be '<source>:<original id>' with source {source!r}")
+    if record["task"] not in TASKS:
+        raise RecordError(f"record {rid}: unknown task {record['task']!r}")
+    images = record["images"]
+    if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
+        raise RecordError(f"record {rid}: images must be a list of relative paths")
+    if record["task"] in ("change_caption", "change_qa") and len(images) < 2:
+        raise RecordError(f"record {rid}: change tasks need two or more images in time order")
+    turns = record["conversations"]
+    if not turns or turns[0].get("role") != "user":
+        raise RecordError(f"record {rid}: conversations must start with a user turn")
+    for turn in turns:
+        if turn.get("role") not in ("user", "assistant") or not isinstance(turn.get("content"), str):
+            raise RecordError(f"record {rid}: each turn is {{'role': 'user'|'assistant', 'content': str}}")
+    slots = turns[0]["content"].count("<image>")
+    if slots != len(images) or any("<image>" in t["content"] for t in turns[1:]):
+        raise RecordError(f"record {rid}: the first user turn must hold one <image> per image ({len(images)})")
+    answer = record["answer"]
+    if not (isinstance(answer, str) or (isinstance(answer, list) and all(isinstance(a, str) for a in answer))):
+        raise RecordError(f"record {rid}: answer must be a string or a list of strings")
+    targets = record.get("targets") or {}
+    unknown = set(targets) - set(TARGET_KEYS)
+    if unknown:
+        raise RecordError(f"record {rid}: unknown target keys {sorted(unknown)}")
+
+
+def to_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A Parquet-friendly row: nested free-form parts (targets, meta, list answers) as JSON text."""
+    answer = record["answer"]
+    return {
+        "id": record["id"],
+        "source": record["source"],
+        "split": record["split"],
+        "task": record["task"],
+        "images": list(record["images"]),
+        "conversations": [{"role": t["role"], "content": t["content"]} for t in record["conversations"]],
+        "answer": json.dumps(answer, ensure_ascii=False) if isinstance(answer, list) else answer,
+        "answer_is_list": isinstance(answer, list),
+        "qtype": record.get("qtype"),
+        "targets": json.dumps(record.get("targets") or {}, ensure_ascii=False, sort_keys=True),
+        "meta": json.dumps(record.get("meta") or {}, ensure_ascii=False, sort_keys=True),
+    }
+
+
+def from_row(row: dict[str, Any]) -> Record:
+    """Inverse of :func:`to_row`."""
+    answer = json.loads(row["answer"]) if row.get("answer_is_list") else row["answer"]
+    return Record(
+        id=row["id"],
+        source=row["source"],
+        split=row["split"],
+        task=row["task"],
+        images=list(row["images"]),
+        conversations=[dict(t) for t in row["conversations"]],
+        answer=answer,
+        qtype=row.get("qtype"),
+        targets=json.loads(row.get("targets") or "{}"),
+        meta=json.loads(row.get("meta") or "{}"),
+    )
