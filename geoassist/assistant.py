@@ -97,6 +97,15 @@ class AnswerStream:
         yield from self._chunks
 
 
+@dataclass
+class _Prepared:
+    rendered: Any
+    pixel_values: torch.Tensor | None
+    loaded: list
+    messages: list[Message]
+    task: str | None
+
+
 class Assistant:
     def __init__(self, model, device: str | torch.device = "cpu"):
         self.model = model.to(device).eval()
@@ -155,6 +164,46 @@ class Assistant:
         return messages
 
     # ------------------------------------------------------------------ ask
+    def _prepare(
+        self,
+        image=None,
+        prompt: str = "",
+        *,
+        images: Sequence | None = None,
+        task: str | None = None,
+        history: list[dict[str, str]] | None = None,
+        region: Sequence[float] | None = None,
+        bands: Sequence[str | int] | None = None,
+        max_new_tokens: int = 256,
+    ) -> _Prepared:
+        loaded = self._load_images(image, images)
+        if task is not None and task not in TASKS:
+            raise GeoAssistError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+        pixel_values = self._pixel_values(loaded, bands)
+        image_size = loaded[-1].size if loaded else None
+        messages = self._conversation(prompt, task, history, len(loaded), region, image_size)
+        rendered = render(
+            messages,
+            self.model.tokenizer,
+            num_image_tokens=self.config.num_image_tokens,
+            num_images=len(loaded),
+            image_token_id=self.model.image_token_id,
+            add_generation_prompt=True,
+            max_length=max(self.config.lm.max_context - max_new_tokens, 1),
+        )
+        return _Prepared(rendered, pixel_values, loaded, messages, task)
+
+    def _sampling(self, do_sample: bool, temperature: float, top_p: float, seed: int | None):
+        from geoassist.model.vlm import SamplingConfig
+
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        return SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p), generator
+
+    def _finish(self, tokens: list[int], prepared: _Prepared) -> Answer:
+        model = self.model
+        raw = model.tokenizer.decode([t for t in tokens if t != model.end_token_id], skip_special_tokens=True)
+        return self._answer(raw.strip(), prepared.task, prepared.loaded, prepared.messages)
+
     def ask(
         self,
         image=None,
@@ -180,45 +229,23 @@ class Assistant:
         ``history`` continues a conversation (pass ``answer.history``). With
         ``stream=True`` the result is an :class:`AnswerStream` of text pieces.
         """
-        from geoassist.model.vlm import SamplingConfig
-
-        loaded = self._load_images(image, images)
-        if task is not None and task not in TASKS:
-            raise GeoAssistError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
-        pixel_values = self._pixel_values(loaded, bands)
-        image_size = loaded[-1].size if loaded else None
-        messages = self._conversation(prompt, task, history, len(loaded), region, image_size)
-        model = self.model
-        rendered = render(
-            messages,
-            model.tokenizer,
-            num_image_tokens=self.config.num_image_tokens,
-            num_images=len(loaded),
-            image_token_id=model.image_token_id,
-            add_generation_prompt=True,
-            max_length=max(self.config.lm.max_context - max_new_tokens, 1),
+        prepared = self._prepare(
+            image, prompt, images=images, task=task, history=history, region=region, bands=bands,
+            max_new_tokens=max_new_tokens,
         )
-        batch = collate([rendered], model.pad_token_id)
-        sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
+        model = self.model
+        batch = collate([prepared.rendered], model.pad_token_id)
+        sampling, generator = self._sampling(do_sample, temperature, top_p, seed)
         steps = model.generate_steps(
             batch["input_ids"].to(self.device),
             batch["attention_mask"].to(self.device),
-            pixel_values,
+            prepared.pixel_values,
             max_new_tokens=max_new_tokens,
             sampling=sampling,
             generator=generator,
         )
-
-        def finish(tokens: list[int]) -> Answer:
-            raw = model.tokenizer.decode([t for t in tokens if t != model.end_token_id], skip_special_tokens=True)
-            return self._answer(raw.strip(), task, loaded, messages)
-
         if not stream:
-            tokens = [int(step[0]) for step in steps]
-            return finish(tokens)
+            return self._finish([int(step[0]) for step in steps], prepared)
 
         result = AnswerStream(iter(()))
 
@@ -237,10 +264,45 @@ class Assistant:
                 if len(text) > len(shown):
                     yield text[len(shown) :]
                     shown = text
-            result.answer = finish(tokens)
+            result.answer = self._finish(tokens, prepared)
 
         result._chunks = chunks()
         return result
+
+    def ask_batch(
+        self,
+        requests: Sequence[dict[str, Any]],
+        *,
+        batch_size: int = 8,
+        max_new_tokens: int = 256,
+        do_sample: bool = False,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        seed: int | None = None,
+    ) -> list[Answer]:
+        """Answer many requests, ``batch_size`` at a time in one left-padded generate call each.
+
+        Each request is a dict of :meth:`ask` arguments: ``image``, ``prompt`` and
+        optionally ``images``, ``task``, ``history``, ``region``, ``bands``.
+        Answers come back in request order.
+        """
+        model = self.model
+        sampling, generator = self._sampling(do_sample, temperature, top_p, seed)
+        answers: list[Answer] = []
+        for start in range(0, len(requests), batch_size):
+            prepared = [self._prepare(**req, max_new_tokens=max_new_tokens) for req in requests[start : start + batch_size]]
+            batch = collate([p.rendered for p in prepared], model.pad_token_id)
+            pixels = [p.pixel_values for p in prepared if p.pixel_values is not None]
+            rows = model.generate(
+                batch["input_ids"].to(self.device),
+                batch["attention_mask"].to(self.device),
+                torch.cat(pixels) if pixels else None,
+                max_new_tokens=max_new_tokens,
+                sampling=sampling,
+                generator=generator,
+            )
+            answers += [self._finish(row, p) for row, p in zip(rows, prepared)]
+        return answers
 
     def _answer(self, raw: str, task: str | None, loaded: Sequence, messages: list[Message]) -> Answer:
         history = [{"role": m.role, "content": m.content} for m in messages[1:]]

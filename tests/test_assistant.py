@@ -161,3 +161,17 @@ def test_cli_chat_repl(png, capsys, monkeypatch):
     assert main(["chat", str(png), "--model", "tiny", "--max-new-tokens", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("geoassist> ") == 2 and '"boxes"' in out
+
+
+def test_ask_batch_equals_one_at_a_time(assistant, png):
+    arr = np.full((40, 50, 3), 120, dtype=np.uint8)
+    requests = [
+        {"image": png, "prompt": "Describe."},
+        {"image": arr, "prompt": "A longer question about the fields and the river?", "task": "vqa"},
+        {"image": [png, arr], "prompt": "", "task": "change"},
+        {"image": None, "prompt": "What is NDVI?"},
+    ]
+    batched = assistant.ask_batch(requests, batch_size=3, max_new_tokens=6)
+    single = [assistant.ask(**req, max_new_tokens=6) for req in requests]
+    assert [a.raw for a in batched] == [a.raw for a in single]
+    assert [a.image_size for a in batched] == [(90, 60), (50, 40), (50, 40), None]
