@@ -50,7 +50,7 @@ def sample_look(rng: np.random.Generator, season: str | None = None) -> Look:
         gain=float(rng.uniform(0.8, 1.18)),
         cast=tuple(float(v) for v in rng.normal(1.0, 0.035, 3)),  # type: ignore[arg-type]
         haze=float(rng.uniform(0, 0.2)) if rng.random() < 0.55 else 0.0,
-        cloud=float(rng.uniform(0.05, 0.3)) if rng.random() < 0.12 else 0.0,
+        cloud=float(rng.uniform(0.05, 0.25)) if rng.random() < 0.06 else 0.0,
         noise_dn=float(rng.uniform(1.5, 4.0)),
         lean=tuple(float(v) for v in rng.normal(0, 0.05, 2)),  # type: ignore[arg-type]
     )
@@ -174,11 +174,11 @@ def _atmosphere(img: np.ndarray, plan: Plan, look: Look) -> np.ndarray:
     img *= (1.0 + 0.05 * noise(acq, (h, w), "coarse"))[..., None]
     if look.haze > 0:
         f = look.haze * np.clip(0.75 + 0.35 * noise(acq, (h, w), "coarse"), 0, 1.2)[..., None]
-        img = img * (1 - f) + f * np.array([178, 184, 194], np.float32)
+        img = img * (1 - f) + f * np.array([180, 183, 188], np.float32)
     if look.cloud > 0:
         field = noise(acq, (h, w), "coarse") + 0.35 * noise(acq, (h, w), "mid")
         thr = np.quantile(field[::8, ::8], 1 - look.cloud)
-        alpha = np.clip((field - thr) * 2.5, 0, 0.85)
+        alpha = np.clip((field - thr) * 0.9, 0, 0.75)
         to_sun, (sx, sy) = _sun_vectors(plan, look)
         off = (int(sy * 400 * plan.gsd_m) % h, int(sx * 400 * plan.gsd_m) % w)
         shade = np.roll(alpha, off, axis=(0, 1))
