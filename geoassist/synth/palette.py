@@ -127,7 +127,7 @@ def hr_landcover_colours(season: str, rng: np.random.Generator) -> np.ndarray:
     """(n_landcover, 3) float32 colours for one scene, jittered per class."""
     table = _HR_LC[season]
     base = np.array([table[name] for name in LANDCOVER], np.float32)
-    jitter = rng.normal(1.0, 0.07, size=(len(LANDCOVER), 1)).astype(np.float32)
+    jitter = rng.normal(1.0, 0.1, size=(len(LANDCOVER), 1)).astype(np.float32)
     tint = rng.normal(1.0, 0.03, size=(len(LANDCOVER), 3)).astype(np.float32)
     return base * jitter * tint
 

@@ -62,7 +62,7 @@ def iter_samples(kind: str, n: int, seed: int, size: int, keys: set[str], worker
         yield from pool.imap(_work, jobs, chunksize=4)
 
 
-def generate_dataset(out: str | Path, n: int, seed: int = 0, kind: str = "hr", formats: list[str] | None = None, split: str = "train", size: int | None = None, georef: bool = False, workers: int = 1, nir: bool = False, preview: bool = False) -> dict[str, int]:
+def generate_dataset(out: str | Path, n: int, seed: int = 0, kind: str = "hr", formats: list[str] | None = None, split: str = "train", size: int | None = None, georef: bool = False, workers: int = 1, nir: bool = False, preview: bool = False, progress: bool = True) -> dict[str, int]:
     """Writes ``n`` samples to ``out/<format>/`` for each format; returns counts written per format."""
     if kind not in KINDS:
         raise SynthError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -81,7 +81,7 @@ def generate_dataset(out: str | Path, n: int, seed: int = 0, kind: str = "hr", f
     try:
         from tqdm import tqdm
 
-        it = tqdm(iter_samples(kind, n, seed, size, keys, workers, nir, georef), total=n, unit="scene", disable=n < 50)
+        it = tqdm(iter_samples(kind, n, seed, size, keys, workers, nir, georef), total=n, unit="scene", disable=n < 50 or not progress)
     except ImportError:  # pragma: no cover
         it = iter_samples(kind, n, seed, size, keys, workers, nir, georef)
     for i, enc in enumerate(it):

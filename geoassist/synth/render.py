@@ -47,7 +47,7 @@ def sample_look(rng: np.random.Generator, season: str | None = None) -> Look:
         sun_azimuth_deg=float(rng.uniform(90, 270)),  # northern-hemisphere daytime: sun from the south half
         sun_elevation_deg=float(rng.uniform(25, 70)),
         season=season or str(rng.choice(SEASONS, p=[0.25, 0.4, 0.2, 0.15])),
-        gain=float(rng.uniform(0.8, 1.18)),
+        gain=float(rng.uniform(0.75, 1.22)),
         cast=tuple(float(v) for v in rng.normal(1.0, 0.035, 3)),  # type: ignore[arg-type]
         haze=float(rng.uniform(0, 0.2)) if rng.random() < 0.55 else 0.0,
         cloud=float(rng.uniform(0.05, 0.25)) if rng.random() < 0.06 else 0.0,
