@@ -130,12 +130,12 @@ def save_checkpoint(model, folder: str | Path, *, card: dict[str, Any] | None = 
         else:
             lm = model.lm
             if model.has_lora:
-                # Merge into a copy so the caller's (possibly training) model keeps its adapter.
+                # Merge into a copy so the caller's (possibly training) model keeps its adapter;
+                # the saved model then has no adapter, and its config says so.
                 lm = copy.deepcopy(model.lm).merge_and_unload()
+                config.lora.enabled = False
             lm.save_pretrained(str(tmp / "lm"), safe_serialization=True)
             lm_part = "full"
-            if merge_lora:
-                config.lora.enabled = False
         (tmp / "config.json").write_text(config.to_json())
         (tmp / "preprocess.json").write_text(json.dumps(_as_plain(config.preprocess), indent=2) + "\n")
         _write_safetensors(model.vision.open_clip_state_dict(), tmp / "vision.safetensors")
@@ -182,8 +182,14 @@ def _check_no_pickles(folder: Path) -> None:
         )
 
 
-def load_checkpoint(folder: str | Path, *, device: str | torch.device = "cpu", trainable: bool = False):
-    """Load a GeoAssistModel saved by :func:`save_checkpoint`."""
+def load_checkpoint(
+    folder: str | Path, *, device: str | torch.device = "cpu", trainable: bool = False, lm_kwargs: dict | None = None
+):
+    """Load a GeoAssistModel saved by :func:`save_checkpoint`.
+
+    ``lm_kwargs`` go to transformers' ``from_pretrained`` for the LM (e.g. a 4-bit
+    ``quantization_config`` for QLoRA).
+    """
     from geoassist.model.lm import build_lm, load_tokenizer
     from geoassist.model.vlm import GeoAssistModel
 
@@ -204,10 +210,10 @@ def load_checkpoint(folder: str | Path, *, device: str | torch.device = "cpu", t
     if meta.get("lm") == "adapter":
         from peft import PeftModel
 
-        base = build_lm(config.lm, vocab_size=len(tokenizer))
+        base = build_lm(config.lm, vocab_size=len(tokenizer), **(lm_kwargs or {}))
         lm = PeftModel.from_pretrained(base, str(folder / "lm_adapter"), is_trainable=trainable)
     else:
-        lm = build_lm(config.lm, vocab_size=len(tokenizer), weights_folder=folder / "lm")
+        lm = build_lm(config.lm, vocab_size=len(tokenizer), weights_folder=folder / "lm", **(lm_kwargs or {}))
     model = GeoAssistModel(config, tokenizer, lm=lm)
     _load_into(model.vision.visual, _read_safetensors(folder / "vision.safetensors"), "visual.", folder)
     _load_into(model.projector, _read_safetensors(folder / "projector.safetensors"), "", folder)
@@ -223,7 +229,7 @@ def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: 
         raise CheckpointError(f"weights in {folder} do not match its config.json: {exc}") from exc
 
 
-def create_model(name_or_path: str | Path, *, device: str | torch.device = "cpu"):
+def create_model(name_or_path: str | Path, *, device: str | torch.device = "cpu", lm_kwargs: dict | None = None):
     """Resolve a checkpoint folder, a preset name, a published model name or a hub id to a model.
 
     - a folder holding ``config.json`` → :func:`load_checkpoint`;
@@ -238,7 +244,7 @@ def create_model(name_or_path: str | Path, *, device: str | torch.device = "cpu"
     name = str(name_or_path)
     path = Path(name).expanduser()
     if path.is_dir():
-        return load_checkpoint(path, device=device)
+        return load_checkpoint(path, device=device, lm_kwargs=lm_kwargs)
     if name in PRETRAINED:
         folder = weights_dir() / PRETRAINED[name]["folder"]
         if not (folder / "config.json").is_file():
@@ -246,17 +252,20 @@ def create_model(name_or_path: str | Path, *, device: str | torch.device = "cpu"
                 f"the weights of {name!r} are not installed at {folder}. Build them with "
                 f"`geoassist train --preset {name}`, or pick a preset ({', '.join(list_presets())}) or a folder"
             )
-        return load_checkpoint(folder, device=device)
+        return load_checkpoint(folder, device=device, lm_kwargs=lm_kwargs)
     if name in list_presets():
+        from geoassist.model.lm import build_lm
+
         config = load_preset(name)
         tokenizer = load_tokenizer(config.lm)
-        return GeoAssistModel(config, tokenizer).to(device)
+        lm = build_lm(config.lm, vocab_size=len(tokenizer), **(lm_kwargs or {}))
+        return GeoAssistModel(config, tokenizer, lm=lm).to(device)
     if path.suffix or name.startswith((".", "/", "~")) or name.count("/") != 1:
         raise ModelNotFoundError(
             f"no model found for {name!r}: not a checkpoint folder, a preset ({', '.join(list_presets())}), "
             f"a published model ({', '.join(PRETRAINED)}) or a hub id (owner/name)"
         )
-    return load_checkpoint(_download(name), device=device)
+    return load_checkpoint(_download(name), device=device, lm_kwargs=lm_kwargs)
 
 
 def _download(repo_id: str) -> Path:

@@ -58,6 +58,7 @@ def test_regular_install_ships_mapped_packages_and_no_generic_top_level(tmp_path
     for module in MAPPED:
         assert f"{module.replace('.', '/')}/__init__.py" in names
     assert "geoassist/model_configs/tiny.json" in names
+    assert "geoassist/train/configs/mini-stage2.yaml" in names and "geoassist/train/accelerate/ddp.yaml" in names
     # Unpack it alone (no dependencies needed for these modules) and import from there.
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)

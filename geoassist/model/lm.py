@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
@@ -110,27 +111,34 @@ def load_tokenizer(config: LMConfig, folder: str | Path | None = None):
     return prepare_tokenizer(tokenizer)
 
 
-def build_lm(config: LMConfig, vocab_size: int, weights_folder: str | Path | None = None) -> PreTrainedModel:
-    """The causal LM for ``config``; ``weights_folder`` (a checkpoint's ``lm/``) overrides the source."""
+def build_lm(
+    config: LMConfig, vocab_size: int, weights_folder: str | Path | None = None, **from_pretrained: Any
+) -> PreTrainedModel:
+    """The causal LM for ``config``; ``weights_folder`` (a checkpoint's ``lm/``) overrides the source.
+
+    ``from_pretrained`` keyword arguments (e.g. ``quantization_config``) go to transformers
+    for pretrained weights; a random LM ignores them.
+    """
     dtype = _torch_dtype(config.dtype)
+    kwargs = {"dtype": dtype, "use_safetensors": True, **from_pretrained}
     if weights_folder is not None:
         folder = Path(weights_folder)
         _refuse_pickles(folder)
-        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, use_safetensors=True)
+        return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     if config.source == "random":
         arch = dict(config.arch)
         arch.setdefault("vocab_size", vocab_size)
         arch.setdefault("max_position_embeddings", config.max_context)
         return LlamaForCausalLM(LlamaConfig(**arch)).to(dtype)
     if config.source == "smollm2":
-        return AutoModelForCausalLM.from_pretrained(str(smollm2_folder()), dtype=dtype, use_safetensors=True)
+        return AutoModelForCausalLM.from_pretrained(str(smollm2_folder()), **kwargs)
     name = config.name_or_path
     local = Path(name).expanduser()
     if local.exists():
         _refuse_pickles(local)
-        return AutoModelForCausalLM.from_pretrained(str(local), dtype=dtype, use_safetensors=True)
+        return AutoModelForCausalLM.from_pretrained(str(local), **kwargs)
     try:
-        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, use_safetensors=True)
+        return AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except OSError as exc:
         raise ModelNotFoundError(
             f"cannot load the language model {name!r}: not a local folder and not reachable on the hub "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from geoassist.config import VisionConfig
@@ -32,6 +33,7 @@ class VisionTower(nn.Module):
         self.visual = _build_vision_tower(self.config.embed_dim, cfg, quick_gelu=self.config.quick_gelu)
         n_blocks = len(self.visual.transformer.resblocks)
         self.num_blocks_used = self.config.feature_layer % n_blocks + 1
+        self.grad_checkpointing = False
         if config.weights:
             load_open_clip_weights(self, config.weights)
 
@@ -71,7 +73,10 @@ class VisionTower(nn.Module):
         if not batch_first:
             x = x.transpose(0, 1)
         for block in blocks:
-            x = block(x)
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         if not batch_first:
             x = x.transpose(0, 1)
         return x if self.config.use_cls_token else x[:, 1:]

@@ -1,0 +1,235 @@
+"""Training data: recipe records → rendered samples, decoded lazily, batched by length.
+
+Images are opened in ``__getitem__``, i.e. inside data-loader workers, so a
+large training set never sits in memory. The order of samples depends only on
+the seed and the epoch, which is what makes resuming exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from geoassist.chat import Message, collate, render, with_image_slots
+from geoassist.config import ModelConfig
+from geoassist.errors import GeoAssistError
+from geoassist.prompts import build_prompt
+
+logger = logging.getLogger(__name__)
+
+CAPTION_TASKS = ("caption",)
+
+
+class TrainDataError(GeoAssistError):
+    """Training data is missing or unusable."""
+
+
+@dataclass
+class Sample:
+    record: dict[str, Any]
+    image_root: Path
+
+
+def _entries(train: Sequence[Any]) -> list[dict[str, Any]]:
+    out = []
+    for entry in train:
+        if isinstance(entry, (str, Path)):
+            entry = {"path": str(entry)}
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise TrainDataError(f"data.train entries are folders or {{path, weight, max_records}}, got {entry!r}")
+        unknown = set(entry) - {"path", "weight", "max_records"}
+        if unknown:
+            raise TrainDataError(f"unknown keys {sorted(unknown)} in data.train entry {entry['path']}")
+        out.append(entry)
+    return out
+
+
+def load_samples(
+    train: Sequence[Any], *, split: str | None, tasks: Sequence[str] | None, seed: int
+) -> list[Sample]:
+    """Records from recipe output folders, mixed by weight and capped per source.
+
+    ``weight`` repeats a source (2.0 = every record twice; 0.5 = a seeded half).
+    """
+    from geoassist.data_recipes import image_root, read_records
+
+    samples: list[Sample] = []
+    for entry in _entries(train):
+        folder = Path(entry["path"]).expanduser()
+        if not folder.is_dir():
+            raise TrainDataError(f"training data folder {folder} does not exist; build it with `geoassist data build`")
+        root = image_root(folder)
+        records = [r for r in read_records(folder, split=split) if tasks is None or r["task"] in tasks]
+        if entry.get("max_records") is not None:
+            records = records[: int(entry["max_records"])]
+        weight = float(entry.get("weight", 1.0))
+        whole, fraction = int(weight), weight - int(weight)
+        chosen = records * whole
+        if fraction > 0:
+            rng = random.Random(f"{seed}:{folder}")
+            chosen += rng.sample(records, round(fraction * len(records)))
+        samples += [Sample(r, root) for r in chosen]
+        logger.info("data: %d records from %s (weight %.2f)", len(chosen), folder, weight)
+    if not samples:
+        raise TrainDataError(
+            f"no training records found in {[e['path'] for e in _entries(train)]} "
+            f"(split={split!r}, tasks={list(tasks) if tasks else 'all'})"
+        )
+    return samples
+
+
+def _load_pixels(sample: Sample, config: ModelConfig) -> torch.Tensor:
+    from geoassist.io import load_image
+    from geoassist.preprocess import to_pixel_values
+
+    images = []
+    for rel in sample.record["images"]:
+        path = sample.image_root / rel
+        images.append(to_pixel_values(load_image(path), config.preprocess))
+    if not images:
+        return torch.zeros(0, 3, config.preprocess.image_size, config.preprocess.image_size)
+    return torch.stack(images)
+
+
+def pick_caption(record: dict[str, Any], index: int) -> str:
+    """One reference caption, chosen by the sample index so epochs see different ones deterministically."""
+    answer = record["answer"]
+    if isinstance(answer, list):
+        return answer[index % len(answer)] if answer else ""
+    return answer
+
+
+class ConversationDataset(Dataset):
+    """Stage 1 (captions as conversations) and stage 2 (any records) samples."""
+
+    def __init__(self, samples: Sequence[Sample], config: ModelConfig, tokenizer, *, max_length: int, captions_only: bool):
+        self.samples = list(samples)
+        self.config = config
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.captions_only = captions_only
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def conversation(self, index: int) -> list[Message]:
+        record = self.samples[index].record
+        messages = [Message("system", self.config.system_prompt)]
+        if self.captions_only:
+            text = with_image_slots(build_prompt("caption", ""), len(record["images"]))
+            return messages + [Message("user", text), Message("assistant", pick_caption(record, index))]
+        return messages + [Message(t["role"], t["content"]) for t in record["conversations"]]
+
+    def estimated_length(self, index: int) -> int:
+        """Cheap length estimate for grouping (characters / 3 + visual tokens); no tokenising or decoding."""
+        record = self.samples[index].record
+        chars = sum(len(t["content"]) for t in record["conversations"]) if not self.captions_only else 80
+        return chars // 3 + len(record["images"]) * self.config.num_image_tokens
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        rendered = render(
+            self.conversation(index),
+            self.tokenizer,
+            num_image_tokens=self.config.num_image_tokens,
+            num_images=len(sample.record["images"]),
+            max_length=self.max_length,
+        )
+        return {"rendered": rendered, "pixel_values": _load_pixels(sample, self.config), "id": sample.record["id"]}
+
+
+class ImageTextDataset(Dataset):
+    """Stage 0: (image, caption) pairs for contrastive training."""
+
+    def __init__(self, samples: Sequence[Sample], config: ModelConfig):
+        self.samples = [s for s in samples if len(s.record["images"]) == 1]
+        self.config = config
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def estimated_length(self, index: int) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        return {"pixel_values": _load_pixels(sample, self.config)[0], "text": pick_caption(sample.record, index)}
+
+
+def collate_conversations(pad_token_id: int):
+    def fn(items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = collate([it["rendered"] for it in items], pad_token_id, padding_side="right")
+        pixels = [it["pixel_values"] for it in items if it["pixel_values"].shape[0]]
+        batch["pixel_values"] = torch.cat(pixels) if pixels else None
+        batch["ids"] = [it["id"] for it in items]
+        return batch
+
+    return fn
+
+
+def collate_image_text(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"pixel_values": torch.stack([it["pixel_values"] for it in items]), "text": [it["text"] for it in items]}
+
+
+def epoch_batches(
+    lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int, group_by_length: bool
+) -> list[list[int]]:
+    """The batches of one epoch, a pure function of (seed, epoch).
+
+    With ``group_by_length``, a seeded shuffle is cut into mega-batches of 50
+    batches, each sorted by length, so a batch pads little while the order stays
+    random between mega-batches.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if group_by_length:
+        mega = batch_size * 50
+        grouped = []
+        for start in range(0, len(order), mega):
+            chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
+            grouped.extend(chunk)
+        order = grouped
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if group_by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+class ResumableBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Yields :func:`epoch_batches` forever, epoch after epoch, starting at any (epoch, batch)."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int, group_by_length: bool):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.start_epoch = 0
+        self.start_batch = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def resume_at(self, batches_done: int) -> None:
+        self.start_epoch, self.start_batch = divmod(batches_done, self.batches_per_epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, skip = self.start_epoch, self.start_batch
+        while True:
+            batches = epoch_batches(
+                self.lengths, self.batch_size, seed=self.seed, epoch=epoch, group_by_length=self.group_by_length
+            )
+            yield from batches[skip:]
+            epoch, skip = epoch + 1, 0
+
+    def __len__(self) -> int:  # one epoch; the trainer counts steps, not epochs
+        return self.batches_per_epoch

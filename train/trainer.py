@@ -1,0 +1,366 @@
+"""The training loop, one for every stage, under ``accelerate``.
+
+The run folder holds everything needed to resume it in a later session:
+``run_config.yaml``, ``checkpoints/step-*/`` (see :mod:`geoassist.train.state`),
+``log.csv``, ``tensorboard/`` and, at the end, ``final/`` — a GeoAssist
+checkpoint with its model card.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import platform
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from geoassist.train.config import TrainConfig
+from geoassist.train.data import (
+    ConversationDataset,
+    ImageTextDataset,
+    ResumableBatchSampler,
+    collate_conversations,
+    collate_image_text,
+    load_samples,
+)
+from geoassist.train.stages import build_stage, stage_loss, trainable_parameters
+from geoassist.train.state import latest_checkpoint, load_training_state, save_training_state
+
+logger = logging.getLogger(__name__)
+
+
+class _Stop:
+    """Set by SIGTERM/SIGINT; the loop saves a checkpoint at the end of the current step and exits."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        if self.signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        logger.warning("signal %d received: saving a checkpoint after this step, then stopping", signum)
+
+
+@contextmanager
+def _signals(stop: _Stop):
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    final: Path | None  # the saved model (None when the run stopped early)
+    step: int
+    losses: list[tuple[int, float]]
+    stopped_by_signal: bool
+    scores: dict[str, Any]
+
+
+def _schedule(config: TrainConfig):
+    warmup, total, kind = config.optim.warmup_steps, config.optim.max_steps, config.optim.scheduler
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
+
+    return factor
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def _hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}× {torch.cuda.get_device_name(0)}"
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _build_model(config: TrainConfig):
+    from geoassist.checkpoint import create_model
+
+    lm_kwargs = {}
+    if config.stage == 2 and config.stage2.qlora:
+        if not torch.cuda.is_available():
+            from geoassist.errors import ConfigError
+
+            raise ConfigError("stage2.qlora needs a CUDA GPU with bitsandbytes; set it to false on this machine")
+        from transformers import BitsAndBytesConfig
+
+        lm_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
+    model = create_model(config.model, lm_kwargs=lm_kwargs or None)
+    if lm_kwargs:
+        from peft import prepare_model_for_kbit_training
+
+        model.lm = prepare_model_for_kbit_training(model.lm, use_gradient_checkpointing=config.gradient_checkpointing)
+    return model
+
+
+def _datasets(config: TrainConfig, model):
+    tasks = config.data.tasks
+    if tasks is None and config.stage in (0, 1):
+        tasks = ["caption"]
+    samples = load_samples(config.data.train, split=config.data.train_split, tasks=tasks, seed=config.seed)
+    if config.stage == 0:
+        return ImageTextDataset(samples, model.config), collate_image_text
+    dataset = ConversationDataset(
+        samples, model.config, model.tokenizer, max_length=config.data.max_length, captions_only=config.stage == 1
+    )
+    return dataset, collate_conversations(model.pad_token_id)
+
+
+def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
+    """Run (or resume) the training described by ``config``."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(config.mixed_precision),
+        gradient_accumulation_steps=config.optim.grad_accum,
+        cpu=not torch.cuda.is_available(),
+    )
+    set_seed(config.seed)
+    main = accelerator.is_main_process
+    if main:
+        (out_dir / "run_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    model = _build_model(config)
+    module = build_stage(config.stage, model, config)
+    if config.gradient_checkpointing:
+        model.vision.grad_checkpointing = True
+        model.vision.visual.set_grad_checkpointing(True)
+        if config.stage == 2:
+            model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    dataset, collate_fn = _datasets(config, model)
+    world = accelerator.num_processes
+    sampler = ResumableBatchSampler(
+        [dataset.estimated_length(i) for i in range(len(dataset))],
+        config.optim.batch_size * world,
+        seed=config.seed,
+        group_by_length=config.data.group_by_length,
+    )
+    params = trainable_parameters(module)
+    n_trainable = sum(p.numel() for p in params.values())
+    n_total = sum(p.numel() for p in module.parameters())
+    optimizer = torch.optim.AdamW(params.values(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+
+    step, batches_done, elapsed_before = 0, 0, 0.0
+    checkpoint = latest_checkpoint(out_dir) if resume else None
+    if checkpoint is not None:
+        state = load_training_state(checkpoint, model=module, optimizer=optimizer, scheduler=scheduler)
+        step, batches_done = state["step"], state["batches_done"]
+        elapsed_before = state.get("elapsed_s", 0.0)
+        logger.info("resumed from %s at step %d", checkpoint, step)
+    sampler.resume_at(batches_done)
+
+    # The scheduler is stepped by hand once per optimizer step (its schedule counts optimizer
+    # steps), so it is not handed to accelerate, which would step it once per process.
+    module, optimizer = accelerator.prepare(module, optimizer)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=_ShardedSampler(sampler, accelerator.process_index, world),
+        collate_fn=collate_fn,
+        num_workers=config.data.num_workers,
+    )
+    raw_module = accelerator.unwrap_model(module)
+    if main:
+        logger.info(
+            "stage %d: %d samples, %d trainable / %d parameters (%.2f%%), %s, precision %s",
+            config.stage, len(dataset), n_trainable, n_total, 100 * n_trainable / n_total, _hardware(),
+            accelerator.mixed_precision,
+        )
+    log = _Log(out_dir, enabled=main, resume_step=step)
+    stop = _Stop()
+    losses: list[tuple[int, float]] = []
+    start_time = time.perf_counter()
+    samples_seen = 0
+    batches = iter(loader)
+    progress = _progress(main, config.optim.max_steps, step)
+    module.train()
+
+    def save(at_step: int) -> None:
+        if main:
+            save_training_state(
+                out_dir,
+                step=at_step,
+                trainable=trainable_parameters(raw_module),
+                optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                scheduler=scheduler,
+                extra={
+                    "batches_done": batches_done,
+                    "elapsed_s": elapsed_before + time.perf_counter() - start_time,
+                    "stage": config.stage,
+                },
+                keep_last=config.keep_last,
+            )
+        accelerator.wait_for_everyone()
+
+    with _signals(stop):
+        while step < config.optim.max_steps:
+            step_loss = 0.0
+            for _ in range(config.optim.grad_accum):
+                batch = next(batches)
+                batches_done += 1
+                with accelerator.accumulate(module):
+                    with accelerator.autocast():
+                        loss, n = stage_loss(config.stage, raw_module, _to_device(batch, accelerator.device))
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.optim.max_grad_norm:
+                        accelerator.clip_grad_norm_(list(params.values()), config.optim.max_grad_norm)
+                    optimizer.step()
+                    if accelerator.sync_gradients:
+                        scheduler.step()
+                    optimizer.zero_grad()
+                step_loss += loss.item() / config.optim.grad_accum
+                samples_seen += n * world
+            step += 1
+            losses.append((step, step_loss))
+            rate = samples_seen / max(time.perf_counter() - start_time, 1e-9)
+            progress.update(step_loss, rate)
+            if step % config.log_every == 0 or step == config.optim.max_steps:
+                log.write(step, step_loss, scheduler.get_last_lr()[0], rate)
+            if step % config.save_every == 0 or stop.signal is not None or step == config.optim.max_steps:
+                save(step)
+            if stop.signal is not None:
+                break
+    progress.close()
+    log.close()
+
+    result = RunResult(out_dir, None, step, losses, stop.signal is not None, {})
+    if stop.signal is not None or not main:
+        return result
+    elapsed = elapsed_before + time.perf_counter() - start_time
+    model.eval()
+    result.scores = _evaluate(config, model) if config.eval_tasks else {}
+    result.final = _save_final(config, model, step, elapsed, n_trainable, result.scores)
+    return result
+
+
+class _ShardedSampler(torch.utils.data.Sampler[list[int]]):
+    """Each process takes its slice of every global batch (identical order on all processes)."""
+
+    def __init__(self, sampler: ResumableBatchSampler, rank: int, world: int):
+        self.sampler, self.rank, self.world = sampler, rank, world
+
+    def __iter__(self):
+        for batch in self.sampler:
+            part = batch[self.rank :: self.world]
+            if part:
+                yield part
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+class _Log:
+    """CSV and TensorBoard logs of loss, learning rate and samples/s (main process only)."""
+
+    def __init__(self, out_dir: Path, enabled: bool, resume_step: int):
+        self.enabled = enabled
+        if not enabled:
+            return
+        path = out_dir / "log.csv"
+        rows = []
+        if path.is_file():  # keep the history up to the resume point, drop what a crash left after it
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        self.file = path.open("w", newline="")
+        self.csv = csv.DictWriter(self.file, fieldnames=["step", "loss", "lr", "samples_per_s", "time"])
+        self.csv.writeheader()
+        self.csv.writerows(rows)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+
+    def write(self, step: int, loss: float, lr: float, rate: float) -> None:
+        if not self.enabled:
+            return
+        self.csv.writerow({"step": step, "loss": f"{loss:.6f}", "lr": f"{lr:.3e}", "samples_per_s": f"{rate:.3f}", "time": f"{time.time():.0f}"})
+        self.file.flush()
+        self.tb.add_scalar("train/loss", loss, step)
+        self.tb.add_scalar("train/lr", lr, step)
+        self.tb.add_scalar("train/samples_per_s", rate, step)
+        logger.info("step %d loss %.4f lr %.2e %.2f samples/s", step, loss, lr, rate)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            self.tb.close()
+
+
+class _progress:
+    def __init__(self, enabled: bool, total: int, start: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=start, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+
+    def update(self, loss: float, rate: float) -> None:
+        self.bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.2f}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _evaluate(config: TrainConfig, model) -> dict[str, Any]:
+    """Scores on the run's held-out split through the evaluation harness."""
+    if not config.data.eval:
+        logger.warning("eval_tasks set but data.eval is empty: skipping evaluation")
+        return {}
+    from geoassist.assistant import Assistant
+    from geoassist.data_recipes import load_records
+    from geoassist.eval import evaluate
+
+    assistant = Assistant(model, device=model.device)
+    records, image_root = load_records(config.data.eval, split=config.data.eval_split)
+    scores = {}
+    for task in config.eval_tasks:
+        report = evaluate(
+            task, records, assistant, image_root, out=Path(config.out_dir) / "eval" / task, limit=config.eval_limit
+        )
+        scores[task] = {k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))}
+    return scores
+
+
+def _save_final(config: TrainConfig, model, step: int, elapsed: float, n_trainable: int, scores: dict) -> Path:
+    from geoassist.checkpoint import save_checkpoint
+    from geoassist.train.card import training_card
+
+    card = training_card(config, model, step=step, elapsed_s=elapsed, n_trainable=n_trainable, scores=scores, hardware=_hardware())
+    return save_checkpoint(model, Path(config.out_dir) / "final", card=card)
