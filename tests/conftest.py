@@ -12,7 +12,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RS_SAMPLES = Path(os.environ.get("GEOASSIST_RS_SAMPLES", REPO_ROOT.parent / "shared" / "rs-samples"))
+RS_SAMPLES = Path(
+    os.environ.get("GEOASSIST_RS_SAMPLES", REPO_ROOT.parent / "shared" / "rs-samples")
+)
 
 
 @pytest.fixture(scope="session")

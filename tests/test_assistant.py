@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from geoassist.assistant import Answer, Assistant, AnswerStream, mask_to_rle, rle_to_mask
+from geoassist.assistant import Answer, AnswerStream, Assistant, mask_to_rle, rle_to_mask
 from geoassist.cli import main
-from geoassist.errors import ContextTooLongError, GeoAssistError, ImageNotFoundError, ImageSlotMismatchError
+from geoassist.errors import (
+    ContextTooLongError,
+    GeoAssistError,
+    ImageNotFoundError,
+    ImageSlotMismatchError,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +35,11 @@ def test_ask_returns_answer_with_parsed_geometry(assistant, png, monkeypatch):
     answer = assistant.ask(png, "Describe the image.", max_new_tokens=5)
     assert isinstance(answer, Answer) and answer.image_size == (90, 60)
     # The parser turns grid coordinates into pixels of the original (90×60) image.
-    monkeypatch.setattr(assistant.model, "generate_steps", _fake_steps(assistant, "<ref>ship</ref><box>100,200,500,1000</box>"))
+    monkeypatch.setattr(
+        assistant.model,
+        "generate_steps",
+        _fake_steps(assistant, "<ref>ship</ref><box>100,200,500,1000</box>"),
+    )
     answer = assistant.ask(png, "ships", task="detect")
     assert answer.boxes == [{"label": "ship", "box": [9.0, 12.0, 45.0, 60.0], "score": None}]
     data = json.loads(answer.to_json())
@@ -41,7 +50,9 @@ def test_ask_returns_answer_with_parsed_geometry(assistant, png, monkeypatch):
 def _fake_steps(assistant, text):
     import torch
 
-    ids = assistant.model.tokenizer(text, add_special_tokens=False).input_ids + [assistant.model.end_token_id]
+    ids = assistant.model.tokenizer(text, add_special_tokens=False).input_ids + [
+        assistant.model.end_token_id
+    ]
 
     def steps(*args, **kwargs):
         for t in ids:
@@ -51,16 +62,24 @@ def _fake_steps(assistant, text):
 
 
 def test_malformed_model_output_is_reported_not_raised(assistant, png, monkeypatch):
-    monkeypatch.setattr(assistant.model, "generate_steps", _fake_steps(assistant, "<box>12,x,99</box> <mask>3x3|1*9</mask>"))
+    monkeypatch.setattr(
+        assistant.model,
+        "generate_steps",
+        _fake_steps(assistant, "<box>12,x,99</box> <mask>3x3|1*9</mask>"),
+    )
     answer = assistant.ask(png, "ships", task="ground")
     assert answer.parse_errors and answer.boxes == []
     assert answer.raw.startswith("<box>12,x,99</box>")
 
 
 def test_mask_json_is_coco_rle(assistant, png, monkeypatch):
-    monkeypatch.setattr(assistant.model, "generate_steps", _fake_steps(assistant, "<mask>2x2|1,0;0*2</mask>"))
+    monkeypatch.setattr(
+        assistant.model, "generate_steps", _fake_steps(assistant, "<mask>2x2|1,0;0*2</mask>")
+    )
     answer = assistant.ask(png, "water", task="segment")
-    assert answer.mask.shape == (60, 90) and answer.mask[:30, :45].all() and not answer.mask[30:].any()
+    assert (
+        answer.mask.shape == (60, 90) and answer.mask[:30, :45].all() and not answer.mask[30:].any()
+    )
     rle = json.loads(answer.to_json())["mask"]
     np.testing.assert_array_equal(rle_to_mask(rle), answer.mask)
 
@@ -74,7 +93,9 @@ def test_rle_round_trip(shape):
 
 
 def test_stream_yields_text_then_answer(assistant, png, monkeypatch):
-    monkeypatch.setattr(assistant.model, "generate_steps", _fake_steps(assistant, "Two ships in a harbour."))
+    monkeypatch.setattr(
+        assistant.model, "generate_steps", _fake_steps(assistant, "Two ships in a harbour.")
+    )
     stream = assistant.ask(png, "Describe.", stream=True)
     assert isinstance(stream, AnswerStream)
     assert "".join(stream) == "Two ships in a harbour."
@@ -117,9 +138,32 @@ def test_bad_input_gets_clear_errors(assistant, png, tmp_path):
 
 
 def test_cli_ask_json(png, capsys):
-    assert main(["ask", str(png), "Describe the image.", "--model", "tiny", "--json", "--max-new-tokens", "4"]) == 0
+    assert (
+        main(
+            [
+                "ask",
+                str(png),
+                "Describe the image.",
+                "--model",
+                "tiny",
+                "--json",
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
-    assert set(data) >= {"text", "boxes", "obboxes", "polygons", "mask", "citations", "parse_errors", "raw"}
+    assert set(data) >= {
+        "text",
+        "boxes",
+        "obboxes",
+        "polygons",
+        "mask",
+        "citations",
+        "parse_errors",
+        "raw",
+    }
     assert data["image_size"] == [90, 60]
 
 
@@ -167,7 +211,11 @@ def test_ask_batch_equals_one_at_a_time(assistant, png):
     arr = np.full((40, 50, 3), 120, dtype=np.uint8)
     requests = [
         {"image": png, "prompt": "Describe."},
-        {"image": arr, "prompt": "A longer question about the fields and the river?", "task": "vqa"},
+        {
+            "image": arr,
+            "prompt": "A longer question about the fields and the river?",
+            "task": "vqa",
+        },
         {"image": [png, arr], "prompt": "", "task": "change"},
         {"image": None, "prompt": "What is NDVI?"},
     ]

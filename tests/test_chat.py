@@ -16,7 +16,13 @@ def tokenizer(tiny_model):
 
 
 def _supervised_text(rendered, tokenizer) -> str:
-    return tokenizer.decode([t for t, lab in zip(rendered.input_ids, rendered.labels) if lab != IGNORE_INDEX])
+    return tokenizer.decode(
+        [
+            t
+            for t, lab in zip(rendered.input_ids, rendered.labels, strict=True)
+            if lab != IGNORE_INDEX
+        ]
+    )
 
 
 def test_only_assistant_turns_and_end_tokens_are_supervised(tokenizer):
@@ -33,7 +39,9 @@ def test_only_assistant_turns_and_end_tokens_are_supervised(tokenizer):
     assert shown.count("⟦") == 4, shown
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     assert r.input_ids.count(image_id) == N_IMG
-    assert all(lab == IGNORE_INDEX for t, lab in zip(r.input_ids, r.labels) if t == image_id), shown
+    assert all(
+        lab == IGNORE_INDEX for t, lab in zip(r.input_ids, r.labels, strict=True) if t == image_id
+    ), shown
     assert len(r.input_ids) == len(r.labels)
 
 
@@ -45,17 +53,28 @@ def test_context_only_assistant_turn_is_not_supervised(tokenizer):
         {"role": "assistant", "content": "Target."},
     ]
     r = render(conv, tokenizer, num_image_tokens=N_IMG)
-    assert _supervised_text(r, tokenizer) == "Target.<|im_end|>", show_supervision(r, tokenizer, color=False)
+    assert _supervised_text(r, tokenizer) == "Target.<|im_end|>", show_supervision(
+        r, tokenizer, color=False
+    )
 
 
 def test_generation_prompt_is_open_assistant_header(tokenizer):
-    r = render([{"role": "user", "content": "Hi"}], tokenizer, num_image_tokens=N_IMG, add_generation_prompt=True)
+    r = render(
+        [{"role": "user", "content": "Hi"}],
+        tokenizer,
+        num_image_tokens=N_IMG,
+        add_generation_prompt=True,
+    )
     assert tokenizer.decode(r.input_ids).endswith("<|im_start|>assistant\n")
     assert r.num_supervised == 0
 
 
 def test_rendering_equals_chatml_text_for_text_only(tokenizer):
-    conv = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]
+    conv = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Q?"},
+        {"role": "assistant", "content": "A."},
+    ]
     r = render(conv, tokenizer, num_image_tokens=N_IMG)
     expected = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\nA.<|im_end|>\n"
     assert tokenizer.decode(r.input_ids) == expected
@@ -80,14 +99,19 @@ def test_image_in_assistant_turn_raises(tokenizer):
 
 
 def test_truncation_keeps_images_or_raises(tokenizer):
-    conv = [{"role": "user", "content": "<image>\nQ"}, {"role": "assistant", "content": "a long answer " * 20}]
+    conv = [
+        {"role": "user", "content": "<image>\nQ"},
+        {"role": "assistant", "content": "a long answer " * 20},
+    ]
     full = render(conv, tokenizer, num_image_tokens=N_IMG)
     cut = render(conv, tokenizer, num_image_tokens=N_IMG, max_length=len(full) - 50)
     assert len(cut) == len(full) - 50 and cut.input_ids == full.input_ids[: len(cut)]
     with pytest.raises(ContextTooLongError, match="image tokens"):
         render(conv, tokenizer, num_image_tokens=N_IMG, max_length=10)
     with pytest.raises(ContextTooLongError, match="shorten"):
-        render(conv[:1], tokenizer, num_image_tokens=N_IMG, max_length=10, add_generation_prompt=True)
+        render(
+            conv[:1], tokenizer, num_image_tokens=N_IMG, max_length=10, add_generation_prompt=True
+        )
 
 
 def test_with_image_slots():

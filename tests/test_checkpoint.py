@@ -13,7 +13,10 @@ from geoassist.errors import CheckpointError, ModelNotFoundError, UnsafeCheckpoi
 
 
 def _inputs(model):
-    conv = [{"role": "user", "content": with_image_slots("Describe.", 2)}, {"role": "assistant", "content": "Fields."}]
+    conv = [
+        {"role": "user", "content": with_image_slots("Describe.", 2)},
+        {"role": "assistant", "content": "Fields."},
+    ]
     r = render(conv, model.tokenizer, num_image_tokens=model.config.num_image_tokens, num_images=2)
     batch = collate([r], model.pad_token_id)
     return batch["input_ids"], torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -39,7 +42,15 @@ def test_round_trip_full_model(tmp_path, make_tiny):
     _perturb(model)
     folder = save_checkpoint(model, tmp_path / "ckpt", card={"scores": {"vqa": {"accuracy": 0.5}}})
     names = {p.name for p in folder.iterdir()}
-    assert {"config.json", "preprocess.json", "vision.safetensors", "projector.safetensors", "lm", "tokenizer", "README.md"} <= names
+    assert {
+        "config.json",
+        "preprocess.json",
+        "vision.safetensors",
+        "projector.safetensors",
+        "lm",
+        "tokenizer",
+        "README.md",
+    } <= names
     assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt"))
     assert "| vqa | accuracy | 0.5 |" in (folder / "README.md").read_text()
     _assert_same_logits(model, load_checkpoint(folder))
@@ -68,7 +79,9 @@ def test_round_trip_lora_adapter_over_pretrained_base(tmp_path, make_tiny):
     model.vision.load_state_dict(base.vision.state_dict())
     _perturb(model)
     folder = save_checkpoint(model, tmp_path / "ckpt")
-    assert (folder / "lm_adapter" / "adapter_model.safetensors").is_file() and not (folder / "lm").exists()
+    assert (folder / "lm_adapter" / "adapter_model.safetensors").is_file() and not (
+        folder / "lm"
+    ).exists()
     assert json.loads((folder / "geoassist.json").read_text())["lm"] == "adapter"
     _assert_same_logits(model, load_checkpoint(folder))
 
@@ -91,7 +104,9 @@ def test_vision_weights_are_standard_open_clip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(clip.encode_image(x), tower.encode_image(x))
     # …and our loader reads such a file back into a fresh tower.
-    again = VisionTower(VisionConfig(open_clip_arch="ViT-B-32", weights=str(tmp_path / "v.safetensors")))
+    again = VisionTower(
+        VisionConfig(open_clip_arch="ViT-B-32", weights=str(tmp_path / "v.safetensors"))
+    )
     with torch.no_grad():
         torch.testing.assert_close(again(x), tower(x))
 
@@ -110,7 +125,11 @@ def test_pickled_vision_weights_are_refused(tmp_path):
     path = tmp_path / "remoteclip.pt"
     path.write_bytes(b"junk")
     with pytest.raises(UnsafeCheckpointError, match="safetensors"):
-        VisionTower(VisionConfig(image_size=32, patch_size=8, width=32, layers=2, head_width=16, weights=str(path)))
+        VisionTower(
+            VisionConfig(
+                image_size=32, patch_size=8, width=32, layers=2, head_width=16, weights=str(path)
+            )
+        )
 
 
 def test_corrupt_weights_give_clear_error(tmp_path, make_tiny):

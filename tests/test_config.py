@@ -33,7 +33,17 @@ def test_presets_cover_test_cpu_and_real_scale():
         ({"vision": {"image_size": 30, "patch_size": 8}}, "multiple of patch_size"),
         ({"lm": {"source": "pretrained"}}, "name_or_path"),
         ({"lora": {"r": 0}}, "lora r"),
-        ({"preprocess": {"image_size": 32, "bands": ["red", "green"], "mean": [0, 0], "std": [1, 1]}}, "3 bands"),
+        (
+            {
+                "preprocess": {
+                    "image_size": 32,
+                    "bands": ["red", "green"],
+                    "mean": [0, 0],
+                    "std": [1, 1],
+                }
+            },
+            "3 bands",
+        ),
         ({"preprocess": {"image_size": 64}}, "differs from the vision tower"),
         ({"vision": {"bogus": 1}}, "unknown config field"),
         ({"projector": {"token_pool": 3}}, "must divide"),

@@ -57,17 +57,27 @@ def test_overfit_one_batch(make_tiny):
 def test_gradients_reach_vision_and_projector(make_tiny):
     model = make_tiny(seed=0).train()
     batch = _batch(model, [("Describe.", "Forest.")])
-    model(batch["input_ids"], torch.randn(1, 3, 32, 32), batch["attention_mask"], batch["labels"]).loss.backward()
+    model(
+        batch["input_ids"], torch.randn(1, 3, 32, 32), batch["attention_mask"], batch["labels"]
+    ).loss.backward()
     assert model.vision.visual.conv1.weight.grad.abs().sum() > 0
     assert model.projector.temporal.weight.grad[0].abs().sum() > 0
 
 
 def test_kv_cache_matches_no_cache(make_tiny):
     model = make_tiny(seed=3)
-    batch = _batch(model, [("Describe the image.", ""), ("Where are the ships? Give boxes.", "")], generation=True)
+    batch = _batch(
+        model,
+        [("Describe the image.", ""), ("Where are the ships? Give boxes.", "")],
+        generation=True,
+    )
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    with_cache = model.generate(batch["input_ids"], batch["attention_mask"], pixels, max_new_tokens=12)
-    without = model.generate(batch["input_ids"], batch["attention_mask"], pixels, max_new_tokens=12, use_cache=False)
+    with_cache = model.generate(
+        batch["input_ids"], batch["attention_mask"], pixels, max_new_tokens=12
+    )
+    without = model.generate(
+        batch["input_ids"], batch["attention_mask"], pixels, max_new_tokens=12, use_cache=False
+    )
     assert with_cache == without
     assert all(len(row) == 12 or row[-1] == model.end_token_id for row in with_cache)
 
@@ -80,7 +90,9 @@ def test_batched_left_padded_generation_equals_single(make_tiny):
     together = model.generate(batch["input_ids"], batch["attention_mask"], pixels, max_new_tokens=8)
     for i, prompt in enumerate(prompts):
         single = _batch(model, [prompt], generation=True)
-        alone = model.generate(single["input_ids"], single["attention_mask"], pixels[i : i + 1], max_new_tokens=8)
+        alone = model.generate(
+            single["input_ids"], single["attention_mask"], pixels[i : i + 1], max_new_tokens=8
+        )
         assert alone[0] == together[i]
 
 
@@ -91,7 +103,11 @@ def test_sampling_is_seeded(make_tiny):
     sampling = SamplingConfig(do_sample=True, temperature=1.0, top_k=50, top_p=0.9)
     runs = [
         model.generate(
-            batch["input_ids"], batch["attention_mask"], pixels, max_new_tokens=10, sampling=sampling,
+            batch["input_ids"],
+            batch["attention_mask"],
+            pixels,
+            max_new_tokens=10,
+            sampling=sampling,
             generator=torch.Generator().manual_seed(7),
         )
         for _ in range(2)
@@ -101,7 +117,9 @@ def test_sampling_is_seeded(make_tiny):
 
 def test_wrapper_matches_plain_transformers_logits(make_tiny):
     model = make_tiny(seed=6)
-    ids = model.tokenizer("A text-only prompt about rivers.", add_special_tokens=False, return_tensors="pt").input_ids
+    ids = model.tokenizer(
+        "A text-only prompt about rivers.", add_special_tokens=False, return_tensors="pt"
+    ).input_ids
     ours = model(ids).logits
     plain = model.lm(input_ids=ids).logits
     torch.testing.assert_close(ours, plain, rtol=0, atol=0)
@@ -109,7 +127,9 @@ def test_wrapper_matches_plain_transformers_logits(make_tiny):
     pad = torch.full((1, 5), model.pad_token_id)
     padded = torch.cat([pad, ids], dim=1)
     mask = torch.cat([torch.zeros_like(pad), torch.ones_like(ids)], dim=1)
-    torch.testing.assert_close(model(padded, attention_mask=mask).logits[:, 5:], plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        model(padded, attention_mask=mask).logits[:, 5:], plain, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_temporal_embedding_distinguishes_image_order(make_tiny):

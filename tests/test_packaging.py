@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MAPPED = {"geoassist.train": "train", "geoassist.eval": "eval", "geoassist.data_recipes": "data_recipes", "geoassist.app": "app"}
+MAPPED = {
+    "geoassist.train": "train",
+    "geoassist.eval": "eval",
+    "geoassist.data_recipes": "data_recipes",
+    "geoassist.app": "app",
+}
 
 
 def _pyproject() -> dict:
@@ -28,14 +33,12 @@ def test_every_package_folder_is_listed():
         for init in (ROOT / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / folder)
             found.add(".".join([top, *rel.parts]))
-    assert found <= listed, f"add these to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
+    assert found <= listed, (
+        f"add these to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
+    )
 
 
 def test_entry_point_packages_import_in_this_install():
-    import geoassist.app
-    import geoassist.data_recipes
-    import geoassist.eval
-    import geoassist.train
 
     for module, folder in MAPPED.items():
         assert Path(sys.modules[module].__file__).parent == ROOT / folder
@@ -44,7 +47,18 @@ def test_entry_point_packages_import_in_this_install():
 def test_regular_install_ships_mapped_packages_and_no_generic_top_level(tmp_path):
     try:
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-q",
+                "-w",
+                str(tmp_path),
+                str(ROOT),
+            ],
             check=True,
             capture_output=True,
             timeout=240,
@@ -58,11 +72,20 @@ def test_regular_install_ships_mapped_packages_and_no_generic_top_level(tmp_path
     for module in MAPPED:
         assert f"{module.replace('.', '/')}/__init__.py" in names
     assert "geoassist/model_configs/tiny.json" in names
-    assert "geoassist/train/configs/mini-stage2.yaml" in names and "geoassist/train/accelerate/ddp.yaml" in names
+    assert (
+        "geoassist/train/configs/mini-stage2.yaml" in names
+        and "geoassist/train/accelerate/ddp.yaml" in names
+    )
     # Unpack it alone (no dependencies needed for these modules) and import from there.
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     code = "import geoassist.train, geoassist.eval, geoassist.data_recipes, geoassist.app, geoassist; print(geoassist.__file__)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)}, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target)},
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith(str(target))

@@ -14,7 +14,9 @@ def test_mini_answers_a_text_only_question():
     assistant = Assistant.from_pretrained("mini", device="cpu")
     assert (cache_dir() / "lm" / SMOLLM2_CACHE_NAME / "model.safetensors").is_file()
     assert assistant.model.has_lora
-    answer = assistant.ask(None, "What is the capital of France? Answer in one short sentence.", max_new_tokens=24)
+    answer = assistant.ask(
+        None, "What is the capital of France? Answer in one short sentence.", max_new_tokens=24
+    )
     assert "paris" in answer.text.lower(), answer.raw
 
 
@@ -27,6 +29,10 @@ def test_mini_matches_plain_transformers_on_text(tmp_path):
 
     model = create_model("mini")
     plain = AutoModelForCausalLM.from_pretrained(str(smollm2_folder()))
-    ids = model.tokenizer("Sentinel-2 has thirteen spectral bands.", add_special_tokens=False, return_tensors="pt").input_ids
+    ids = model.tokenizer(
+        "Sentinel-2 has thirteen spectral bands.", add_special_tokens=False, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
-        torch.testing.assert_close(model(ids).logits, plain(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            model(ids).logits, plain(input_ids=ids).logits, rtol=1e-4, atol=1e-4
+        )

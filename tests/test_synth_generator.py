@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoassist.synth import SynthError, generate_pair, generate_scene, generate_series, scene_classes
+from geoassist.synth import (
+    SynthError,
+    generate_pair,
+    generate_scene,
+    generate_series,
+    scene_classes,
+)
 from geoassist.synth.ms import ndvi, ndwi
 from geoassist.synth.palette import LC
 from geoassist.synth.text import match_spec

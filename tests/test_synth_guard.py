@@ -21,8 +21,8 @@ def colour_histogram(rgb: np.ndarray, bins: int = 8) -> np.ndarray:
 def colour_histogram_accuracy(per_class: int = PER_CLASS, size: int = 128, seed: int = 0) -> float:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
-    from sklearn.preprocessing import StandardScaler
     from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     classes = scene_classes("hr")
     X, y = [], []

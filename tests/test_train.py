@@ -19,10 +19,18 @@ from geoassist.train.data import Sample, epoch_batches
 from geoassist.train.state import latest_checkpoint
 
 CAPTIONS = [
-    "a river crossing green fields", "dense houses along a straight road", "a harbour with three ships",
-    "an airport with two planes", "a forest next to a lake", "a parking lot full of cars",
-    "farmland with square parcels", "a stadium beside a highway", "bare soil and a quarry",
-    "storage tanks near a port", "a meadow with scattered trees", "an industrial area with warehouses",
+    "a river crossing green fields",
+    "dense houses along a straight road",
+    "a harbour with three ships",
+    "an airport with two planes",
+    "a forest next to a lake",
+    "a parking lot full of cars",
+    "farmland with square parcels",
+    "a stadium beside a highway",
+    "bare soil and a quarry",
+    "storage tanks near a port",
+    "a meadow with scattered trees",
+    "an industrial area with warehouses",
 ]
 
 
@@ -38,12 +46,19 @@ def samples(tmp_path, monkeypatch):
         caption = CAPTIONS[i]
         records.append(
             {
-                "id": f"toy:{i}", "source": "toy", "split": "train", "task": "caption", "images": [f"{i}.png"],
+                "id": f"toy:{i}",
+                "source": "toy",
+                "split": "train",
+                "task": "caption",
+                "images": [f"{i}.png"],
                 "conversations": [
                     {"role": "user", "content": "<image>\n[caption] Describe the image."},
                     {"role": "assistant", "content": caption},
                 ],
-                "answer": [caption, caption + " in summer"], "qtype": None, "targets": {}, "meta": {},
+                "answer": [caption, caption + " in summer"],
+                "qtype": None,
+                "targets": {},
+                "meta": {},
             }
         )
     monkeypatch.setattr(trainer, "load_samples", lambda *a, **k: [Sample(r, root) for r in records])
@@ -52,9 +67,15 @@ def samples(tmp_path, monkeypatch):
 
 def _config(tmp_path, stage, steps=6, **extra):
     data = {
-        "stage": stage, "model": "tiny", "out_dir": str(tmp_path / f"run{stage}"), "data": {"train": ["toy"]},
-        "optim": {"max_steps": steps, "batch_size": 4, "lr": 3e-3, "warmup_steps": 1}, "save_every": 3,
-        "log_every": 1, "keep_last": 1, "seed": 3,
+        "stage": stage,
+        "model": "tiny",
+        "out_dir": str(tmp_path / f"run{stage}"),
+        "data": {"train": ["toy"]},
+        "optim": {"max_steps": steps, "batch_size": 4, "lr": 3e-3, "warmup_steps": 1},
+        "save_every": 3,
+        "log_every": 1,
+        "keep_last": 1,
+        "seed": 3,
     }
     data.update(extra)
     return config_from_dict(data)
@@ -73,8 +94,12 @@ def test_each_stage_trains_and_writes_a_loadable_checkpoint(tmp_path, samples, s
     first, last = np.mean(losses[:2]), np.mean(losses[-2:])
     assert last < first, f"stage {stage} loss did not fall: {losses}"
     out = tmp_path / f"run{stage}"
-    assert {"run_config.yaml", "log.csv", "tensorboard", "checkpoints", "final"} <= {p.name for p in out.iterdir()}
-    assert [p.name for p in (out / "checkpoints").iterdir()] == [f"step-{config.optim.max_steps:07d}"]  # keep_last=1
+    assert {"run_config.yaml", "log.csv", "tensorboard", "checkpoints", "final"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [
+        f"step-{config.optim.max_steps:07d}"
+    ]  # keep_last=1
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [int(r["step"]) for r in rows] == list(range(1, config.optim.max_steps + 1))
     assert any(f"stage {stage}:" in m and "trainable" in m for m in caplog.messages)
@@ -91,13 +116,19 @@ def test_trainable_parameters_per_stage(tmp_path):
     names = {}
     for stage in (1, 2):
         model = create_model("tiny")
-        names[stage] = set(trainable_parameters(build_stage(stage, model, _config(tmp_path, stage))))
+        names[stage] = set(
+            trainable_parameters(build_stage(stage, model, _config(tmp_path, stage)))
+        )
     assert names[1] and all(n.startswith("model.projector.") for n in names[1])
     assert all(n.startswith("model.projector.") or "lora_" in n for n in names[2])
     assert any("lora_" in n for n in names[2])
     model = create_model("tiny")
     config = _config(tmp_path, 2, stage2={"train_vision_blocks": 1})
-    vision = {n for n in trainable_parameters(build_stage(2, model, config)) if n.startswith("model.vision")}
+    vision = {
+        n
+        for n in trainable_parameters(build_stage(2, model, config))
+        if n.startswith("model.vision")
+    }
     assert vision and all(".resblocks.1." in n for n in vision)
 
 
@@ -123,7 +154,7 @@ def test_sigterm_saves_and_resume_is_exact(tmp_path, samples, monkeypatch):
     assert [loss for _, loss in resumed.losses] == [loss for _, loss in reference.losses[4:]]
     a = load_checkpoint(tmp_path / "a" / "run2" / "final")
     b = load_checkpoint(tmp_path / "b" / "run2" / "final")
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
 
 
@@ -133,7 +164,9 @@ def test_epoch_batches_are_deterministic_and_grouped():
     assert a == epoch_batches(lengths, 2, seed=1, epoch=0, group_by_length=True)
     assert a != epoch_batches(lengths, 2, seed=1, epoch=1, group_by_length=True)
     assert sorted(i for b in a for i in b) == list(range(8))
-    assert all(abs(lengths[b[0]] - lengths[b[1]]) < 20 for b in a)  # long with long, short with short
+    assert all(
+        abs(lengths[b[0]] - lengths[b[1]]) < 20 for b in a
+    )  # long with long, short with short
 
 
 def test_shipped_configs_load():
@@ -145,7 +178,15 @@ def test_shipped_configs_load():
 
 def test_bad_configs_are_explained(tmp_path):
     with pytest.raises(ConfigError, match="unknown training option"):
-        config_from_dict({"stage": 2, "model": "tiny", "out_dir": "x", "data": {"train": ["d"]}, "optim": {"lr_rate": 1}})
+        config_from_dict(
+            {
+                "stage": 2,
+                "model": "tiny",
+                "out_dir": "x",
+                "data": {"train": ["d"]},
+                "optim": {"lr_rate": 1},
+            }
+        )
     with pytest.raises(ConfigError, match="data.train"):
         config_from_dict({"stage": 2, "model": "tiny", "out_dir": "x", "data": {"train": []}})
     path = tmp_path / "c.yaml"
@@ -165,7 +206,10 @@ def test_shipped_accelerate_configs_parse():
         if path.name.endswith(".yaml"):
             kinds[path.name] = yaml.safe_load(path.read_text())["distributed_type"]
     assert kinds == {
-        "cpu.yaml": "NO", "single_gpu.yaml": "NO", "ddp.yaml": "MULTI_GPU", "fsdp.yaml": "FSDP",
+        "cpu.yaml": "NO",
+        "single_gpu.yaml": "NO",
+        "ddp.yaml": "MULTI_GPU",
+        "fsdp.yaml": "FSDP",
         "deepspeed_zero2.yaml": "DEEPSPEED",
     }
 

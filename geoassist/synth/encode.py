@@ -125,7 +125,7 @@ class Encoded:
             if key.startswith("t") and key.endswith(".png"):
                 return png(s.images[int(key[1:-4])][..., :3])
             if key == "label.png":
-                return png((a.change_mask.astype(np.uint8) * 255))  # type: ignore[union-attr]
+                return png(a.change_mask.astype(np.uint8) * 255)  # type: ignore[union-attr]
             raise KeyError(key)
         a = s.annotation
         if key == "rgb.png":

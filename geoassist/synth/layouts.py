@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from geoassist.synth import objects as ob
-from geoassist.synth.palette import LC
+from geoassist.synth.palette import CROP_COLOURS, LC
 from geoassist.synth.plan import (
     ObjSpec,
     Occupancy,
@@ -26,11 +26,10 @@ from geoassist.synth.plan import (
     buffer_line,
     local,
     meander,
-    rect,
     rasterise_regions,
+    rect,
     sample_lc,
 )
-from geoassist.synth.palette import CROP_COLOURS
 
 Layout = Callable[[Plan, np.random.Generator], None]
 
@@ -457,7 +456,7 @@ def stadium(plan: Plan, rng: np.random.Generator) -> None:
         plan.add(inner)
     else:
         ctx.try_add(ob.soccer_field(plan, rng, cx, cy, ang), None, margin=0)
-    for k in range(int(rng.integers(2, 8))):
+    for _ in range(int(rng.integers(2, 8))):
         ctx.try_add(ob.tennis_court(plan, rng, *ctx.rand_pt(plan.m(20)), ang), {LC["grassland"], LC["impervious"], LC["bare_soil"]}, margin=plan.m(2))
     _unblock_roads(ctx)
     cars_along(ctx, roads[0], 9, density=2.0)

@@ -9,7 +9,7 @@ also serves scenes larger than a base.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -24,7 +24,7 @@ _SPECS: dict[str, tuple[float, float, float]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _base(name: str) -> np.ndarray:
     beta, lo, hi = _SPECS[name]
     rng = np.random.default_rng(sum(map(ord, name)) * 7919)
@@ -73,7 +73,7 @@ def warm_up() -> None:
         _crowns(r)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _crowns(radius_px: int) -> np.ndarray:
     """A periodic canopy height field: densely packed round crowns of about ``radius_px``."""
     from scipy.ndimage import gaussian_filter

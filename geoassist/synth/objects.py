@@ -12,7 +12,13 @@ import math
 
 import numpy as np
 
-from geoassist.synth.palette import RESIDENTIAL_ROOFS, ROOF_COLOURS, SHIP_COLOURS, TANK_COLOURS, VEHICLE_COLOURS
+from geoassist.synth.palette import (
+    RESIDENTIAL_ROOFS,
+    ROOF_COLOURS,
+    SHIP_COLOURS,
+    TANK_COLOURS,
+    VEHICLE_COLOURS,
+)
 from geoassist.synth.plan import ObjSpec, Plan, Point, Prim, ellipse, local, min_area_obox, rect
 from geoassist.synth.types import OrientedBox
 

@@ -85,7 +85,7 @@ HR_TEXTURE = {
     "forest": (0.08, 0.08),
     "farmland": (0.04, 0.06),
     "water": (0.015, 0.05),
-    "impervious": (0.04, 0.05),
+    "impervious": (0.04, 0.03),
     "road": (0.03, 0.03),
 }
 

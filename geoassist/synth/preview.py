@@ -47,7 +47,7 @@ def draw_scene(scene: Scene) -> Image.Image:
 def draw_pair(pair: Pair) -> Image.Image:
     a, _ = _fit(pair.images[0])
     b, _ = _fit(pair.images[-1])
-    m, _ = _fit((pair.annotation.change_mask.astype(np.uint8) * 255))  # type: ignore[union-attr]
+    m, _ = _fit(pair.annotation.change_mask.astype(np.uint8) * 255)  # type: ignore[union-attr]
     out = Image.new("RGB", (a.size[0] * 3, a.size[1]))
     for i, im in enumerate((a, b, m)):
         out.paste(im, (i * a.size[0], 0))

@@ -16,7 +16,14 @@ from PIL import Image, ImageDraw
 
 from geoassist.synth.noise import crowns as noise_crowns
 from geoassist.synth.noise import noise
-from geoassist.synth.palette import CROP_COLOURS, HR_TEXTURE, LANDCOVER, LC, SEASONS, hr_landcover_colours
+from geoassist.synth.palette import (
+    CROP_COLOURS,
+    HR_TEXTURE,
+    LANDCOVER,
+    LC,
+    SEASONS,
+    hr_landcover_colours,
+)
 from geoassist.synth.plan import ObjSpec, Plan, Point, convex_hull, rasterise_regions, translate
 
 # NIR reflectance as 8-bit DN per land cover (vegetation bright, water dark).
@@ -132,7 +139,9 @@ def _ground(plan: Plan, look: Look, lc: np.ndarray, rid: np.ndarray) -> np.ndarr
     tex = 1.0 + fine_a[lc] * noise(place, (h, w), "fine") + mid_a[lc] * noise(place, (h, w), "mid")
     img *= tex[..., None]
     # Soil and grass vary in hue as well as brightness (moisture, species).
-    hue = noise(place, (h, w), "mid") * 0.035
+    # (paved ground keeps a neutral grey: hue drift there read as a purple mottle)
+    natural = np.array([1, 1, 0.6, 1, 0.3, 0, 0], np.float32)
+    hue = noise(place, (h, w), "mid") * (0.035 * natural[lc])
     img[..., 0] *= 1 + hue
     img[..., 1] *= 1 + 0.6 * hue
     img[..., 2] *= 1 - hue

@@ -13,7 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from geoassist.synth.types import QA, Change, PairAnnotation, ReferringExpression, RegionCaption, SceneAnnotation, SynthObject
+from geoassist.synth.types import (
+    QA,
+    Change,
+    PairAnnotation,
+    ReferringExpression,
+    RegionCaption,
+    SceneAnnotation,
+    SynthObject,
+)
 
 NAMES: dict[str, tuple[str, str]] = {
     "building": ("building", "buildings"),
