@@ -9,6 +9,7 @@ original image (x right, y down, no +1 convention).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypedDict
 
 TASKS = (
@@ -27,7 +28,11 @@ TASKS = (
     "knowledge_qa",
 )
 
-TARGET_KEYS = ("boxes", "obboxes", "polygons", "mask", "count", "labels")
+TARGET_KEYS = ("boxes", "obboxes", "polygons", "mask", "mask_values", "mask_rle", "count", "labels")
+"""``mask`` is a PNG path relative to the image root; ``mask_values`` (optional) lists the pixel
+values of that PNG that form the target (ints for one-band PNGs, ``[r, g, b]`` for palette-coloured
+RGB PNGs such as iSAID's), else every non-zero pixel does; ``mask_rle`` is a COCO run-length
+encoding ``{"size": [h, w], "counts": ...}`` for masks that exist in no file."""
 
 
 class Record(TypedDict, total=False):
@@ -54,7 +59,9 @@ def validate_record(record: dict[str, Any]) -> None:
             raise RecordError(f"record {record.get('id', '?')} lacks {key!r}")
     rid, source = record["id"], record["source"]
     if not isinstance(rid, str) or ":" not in rid or not rid.startswith(f"{source}:"):
-        raise RecordError(f"record id {rid!r} must be '<source>:<original id>' with source {source!r}")
+        raise RecordError(
+            f"record id {rid!r} must be '<source>:<original id>' with source {source!r}"
+        )
     if record["task"] not in TASKS:
         raise RecordError(f"record {rid}: unknown task {record['task']!r}")
     images = record["images"]
@@ -66,18 +73,58 @@ def validate_record(record: dict[str, Any]) -> None:
     if not turns or turns[0].get("role") != "user":
         raise RecordError(f"record {rid}: conversations must start with a user turn")
     for turn in turns:
-        if turn.get("role") not in ("user", "assistant") or not isinstance(turn.get("content"), str):
-            raise RecordError(f"record {rid}: each turn is {{'role': 'user'|'assistant', 'content': str}}")
+        if turn.get("role") not in ("user", "assistant") or not isinstance(
+            turn.get("content"), str
+        ):
+            raise RecordError(
+                f"record {rid}: each turn is {{'role': 'user'|'assistant', 'content': str}}"
+            )
     slots = turns[0]["content"].count("<image>")
     if slots != len(images) or any("<image>" in t["content"] for t in turns[1:]):
-        raise RecordError(f"record {rid}: the first user turn must hold one <image> per image ({len(images)})")
+        raise RecordError(
+            f"record {rid}: the first user turn must hold one <image> per image ({len(images)})"
+        )
     answer = record["answer"]
-    if not (isinstance(answer, str) or (isinstance(answer, list) and all(isinstance(a, str) for a in answer))):
+    if not (
+        isinstance(answer, str)
+        or (isinstance(answer, list) and all(isinstance(a, str) for a in answer))
+    ):
         raise RecordError(f"record {rid}: answer must be a string or a list of strings")
     targets = record.get("targets") or {}
     unknown = set(targets) - set(TARGET_KEYS)
     if unknown:
         raise RecordError(f"record {rid}: unknown target keys {sorted(unknown)}")
+    _validate_targets(rid, targets)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _validate_targets(rid: str, targets: dict[str, Any]) -> None:
+    for item in targets.get("boxes", []):
+        box = item.get("box") if isinstance(item, dict) else None
+        if not (isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))):
+            raise RecordError(
+                f"record {rid}: each boxes entry is {{'label', 'box': [x1, y1, x2, y2]}}"
+            )
+    for key, n_min in (("obboxes", 4), ("polygons", 3)):
+        for item in targets.get(key, []):
+            points = item.get("points") if isinstance(item, dict) else None
+            if not (
+                isinstance(points, list)
+                and len(points) >= n_min
+                and all(
+                    isinstance(p, list) and len(p) == 2 and all(map(_is_number, p)) for p in points
+                )
+            ):
+                raise RecordError(
+                    f"record {rid}: each {key} entry is {{'label', 'points': [[x, y], ...]}}"
+                )
+    if "mask" in targets and not (isinstance(targets["mask"], str) and targets["mask"]):
+        raise RecordError(f"record {rid}: targets['mask'] is a PNG path relative to the image root")
+    if "count" in targets and not (isinstance(targets["count"], int) and targets["count"] >= 0):
+        raise RecordError(f"record {rid}: targets['count'] is a non-negative integer")
 
 
 def to_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +136,9 @@ def to_row(record: dict[str, Any]) -> dict[str, Any]:
         "split": record["split"],
         "task": record["task"],
         "images": list(record["images"]),
-        "conversations": [{"role": t["role"], "content": t["content"]} for t in record["conversations"]],
+        "conversations": [
+            {"role": t["role"], "content": t["content"]} for t in record["conversations"]
+        ],
         "answer": json.dumps(answer, ensure_ascii=False) if isinstance(answer, list) else answer,
         "answer_is_list": isinstance(answer, list),
         "qtype": record.get("qtype"),

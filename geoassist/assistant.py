@@ -112,7 +112,9 @@ class Assistant:
         self.device = torch.device(device)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL, *, device: str | None = None) -> Assistant:
+    def from_pretrained(
+        cls, name_or_path: str | Path = DEFAULT_MODEL, *, device: str | None = None
+    ) -> Assistant:
         """Load a checkpoint folder, a preset (``tiny``, ``mini``…), a published model or a hub id."""
         from geoassist.checkpoint import create_model
 
@@ -145,9 +147,13 @@ class Assistant:
 
         if not loaded:
             return None
-        return torch.stack([to_pixel_values(im, self.config.preprocess, bands) for im in loaded]).to(self.device)
+        return torch.stack(
+            [to_pixel_values(im, self.config.preprocess, bands) for im in loaded]
+        ).to(self.device)
 
-    def _conversation(self, prompt: str, task: str | None, history, n_images: int, region, image_size) -> list[Message]:
+    def _conversation(
+        self, prompt: str, task: str | None, history, n_images: int, region, image_size
+    ) -> list[Message]:
         region_text = None
         if region is not None:
             if image_size is None:
@@ -155,7 +161,9 @@ class Assistant:
             region_text = formats.format_box(region, image_size)
         text = build_prompt(task, prompt, region=region_text)
         messages = [Message("system", self.config.system_prompt)]
-        previous = [Message(m["role"], m["content"]) for m in (history or []) if m.get("role") != "system"]
+        previous = [
+            Message(m["role"], m["content"]) for m in (history or []) if m.get("role") != "system"
+        ]
         messages += previous
         slots_before = sum(m.content.count(IMAGE_SLOT) for m in previous)
         if slots_before == 0:
@@ -196,12 +204,16 @@ class Assistant:
     def _sampling(self, do_sample: bool, temperature: float, top_p: float, seed: int | None):
         from geoassist.model.vlm import SamplingConfig
 
-        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        generator = (
+            torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        )
         return SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p), generator
 
     def _finish(self, tokens: list[int], prepared: _Prepared) -> Answer:
         model = self.model
-        raw = model.tokenizer.decode([t for t in tokens if t != model.end_token_id], skip_special_tokens=True)
+        raw = model.tokenizer.decode(
+            [t for t in tokens if t != model.end_token_id], skip_special_tokens=True
+        )
         return self._answer(raw.strip(), prepared.task, prepared.loaded, prepared.messages)
 
     def ask(
@@ -230,7 +242,13 @@ class Assistant:
         ``stream=True`` the result is an :class:`AnswerStream` of text pieces.
         """
         prepared = self._prepare(
-            image, prompt, images=images, task=task, history=history, region=region, bands=bands,
+            image,
+            prompt,
+            images=images,
+            task=task,
+            history=history,
+            region=region,
+            bands=bands,
             max_new_tokens=max_new_tokens,
         )
         model = self.model
@@ -290,7 +308,10 @@ class Assistant:
         sampling, generator = self._sampling(do_sample, temperature, top_p, seed)
         answers: list[Answer] = []
         for start in range(0, len(requests), batch_size):
-            prepared = [self._prepare(**req, max_new_tokens=max_new_tokens) for req in requests[start : start + batch_size]]
+            prepared = [
+                self._prepare(**req, max_new_tokens=max_new_tokens)
+                for req in requests[start : start + batch_size]
+            ]
             batch = collate([p.rendered for p in prepared], model.pad_token_id)
             pixels = [p.pixel_values for p in prepared if p.pixel_values is not None]
             rows = model.generate(
@@ -301,10 +322,12 @@ class Assistant:
                 sampling=sampling,
                 generator=generator,
             )
-            answers += [self._finish(row, p) for row, p in zip(rows, prepared)]
+            answers += [self._finish(row, p) for row, p in zip(rows, prepared, strict=True)]
         return answers
 
-    def _answer(self, raw: str, task: str | None, loaded: Sequence, messages: list[Message]) -> Answer:
+    def _answer(
+        self, raw: str, task: str | None, loaded: Sequence, messages: list[Message]
+    ) -> Answer:
         history = [{"role": m.role, "content": m.content} for m in messages[1:]]
         history.append({"role": "assistant", "content": raw})
         if not loaded:
@@ -313,17 +336,29 @@ class Assistant:
         parsed = formats.parse(raw, image.size)
         answer = Answer(
             text=parsed.text,
-            boxes=[{"label": b.label, "box": [round(v, 2) for v in b.box], "score": b.score} for b in parsed.boxes],
+            boxes=[
+                {"label": b.label, "box": [round(v, 2) for v in b.box], "score": b.score}
+                for b in parsed.boxes
+            ],
             obboxes=[
                 {
                     "label": o.label,
-                    "obox": [round(o.cx, 2), round(o.cy, 2), round(o.w, 2), round(o.h, 2), round(o.angle_deg, 2)],
+                    "obox": [
+                        round(o.cx, 2),
+                        round(o.cy, 2),
+                        round(o.w, 2),
+                        round(o.h, 2),
+                        round(o.angle_deg, 2),
+                    ],
                     "corners": np.round(o.corners(), 2).tolist(),
                     "score": o.score,
                 }
                 for o in parsed.obboxes
             ],
-            polygons=[{"label": p.label, "points": [[round(x, 2), round(y, 2)] for x, y in p.points]} for p in parsed.polygons],
+            polygons=[
+                {"label": p.label, "points": [[round(x, 2), round(y, 2)] for x, y in p.points]}
+                for p in parsed.polygons
+            ],
             mask=parsed.mask,
             parse_errors=list(parsed.errors),
             raw=raw,

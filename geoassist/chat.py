@@ -37,7 +37,9 @@ class Message:
         if self.role not in ROLES:
             raise ChatRenderError(f"unknown role {self.role!r}; use one of {ROLES}")
         if not isinstance(self.content, str):
-            raise ChatRenderError(f"message content must be text, got {type(self.content).__name__}")
+            raise ChatRenderError(
+                f"message content must be text, got {type(self.content).__name__}"
+            )
 
 
 @dataclass
@@ -61,7 +63,11 @@ def as_messages(conversation: Sequence[Message | dict]) -> list[Message]:
         if isinstance(m, Message):
             messages.append(m)
         elif isinstance(m, dict):
-            messages.append(Message(role=m.get("role", ""), content=m.get("content", ""), train=m.get("train", True)))
+            messages.append(
+                Message(
+                    role=m.get("role", ""), content=m.get("content", ""), train=m.get("train", True)
+                )
+            )
         else:
             raise ChatRenderError(f"a conversation holds messages or dicts, not {type(m).__name__}")
     return messages
@@ -115,7 +121,9 @@ def render(
         emit([im_start, *_text_ids(tokenizer, m.role), *newline], False)
         pieces = m.content.split(IMAGE_SLOT)
         if len(pieces) > 1 and m.role != "user":
-            raise ImageSlotMismatchError(f"<image> slots belong in user turns, found one in a {m.role} turn")
+            raise ImageSlotMismatchError(
+                f"<image> slots belong in user turns, found one in a {m.role} turn"
+            )
         supervised = m.role == "assistant" and m.train
         for i, piece in enumerate(pieces):
             if i > 0:
@@ -138,7 +146,9 @@ def render(
     return rendered
 
 
-def _truncate(rendered: Rendered, max_length: int, image_token_id: int, for_inference: bool) -> Rendered:
+def _truncate(
+    rendered: Rendered, max_length: int, image_token_id: int, for_inference: bool
+) -> Rendered:
     if for_inference:
         raise ContextTooLongError(
             f"the prompt needs {len(rendered)} tokens but the model's context holds {max_length}; "
@@ -150,7 +160,9 @@ def _truncate(rendered: Rendered, max_length: int, image_token_id: int, for_infe
             "raise max_length or drop the sample"
         )
     spans = [(s, min(e, max_length), sup) for s, e, sup in rendered.spans if s < max_length]
-    return Rendered(rendered.input_ids[:max_length], rendered.labels[:max_length], rendered.num_images, spans)
+    return Rendered(
+        rendered.input_ids[:max_length], rendered.labels[:max_length], rendered.num_images, spans
+    )
 
 
 def _text_ids(tokenizer, text: str) -> list[int]:
@@ -164,7 +176,9 @@ def _text_ids(tokenizer, text: str) -> list[int]:
 def _special_id(tokenizer, token: str) -> int:
     token_id = tokenizer.convert_tokens_to_ids(token)
     if token_id is None or token_id == tokenizer.unk_token_id:
-        raise ChatRenderError(f"the tokenizer has no {token!r} token; load it through geoassist (prepare_tokenizer)")
+        raise ChatRenderError(
+            f"the tokenizer has no {token!r} token; load it through geoassist (prepare_tokenizer)"
+        )
     return int(token_id)
 
 
@@ -188,7 +202,7 @@ def show_supervision(rendered: Rendered, tokenizer, color: bool = True) -> str:
 
 def collate(
     batch: Sequence[Rendered], pad_token_id: int, padding_side: str = "left"
-) -> dict[str, "torch.Tensor"]:  # noqa: F821
+) -> dict[str, torch.Tensor]:  # noqa: F821
     """Pad rendered samples into ``input_ids``, ``attention_mask`` and ``labels`` tensors."""
     import torch
 

@@ -66,7 +66,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as exc:  # corrupt headers surface as several exception types
-        raise CheckpointError(f"cannot read {path} ({exc}); the file is corrupt — re-save or re-download it") from exc
+        raise CheckpointError(
+            f"cannot read {path} ({exc}); the file is corrupt — re-save or re-download it"
+        ) from exc
 
 
 def _model_card(model, folder_name: str, card: dict[str, Any] | None) -> str:
@@ -85,7 +87,7 @@ def _model_card(model, folder_name: str, card: dict[str, Any] | None) -> str:
         f"- projector: {config.projector.type}, token pool {config.projector.token_pool}, "
         f"{config.num_image_tokens} visual tokens per image, up to {config.projector.max_images} images",
         f"- language model: {config.lm.source} {config.lm.name_or_path or ''}".rstrip(),
-        f"- LoRA: {'r=%d alpha=%d' % (config.lora.r, config.lora.alpha) if config.lora.enabled else 'none'}",
+        f"- LoRA: {f'r={config.lora.r} alpha={config.lora.alpha}' if config.lora.enabled else 'none'}",
         f"- parameters: {n_params / 1e6:.1f} M",
         f"- input bands: {', '.join(config.preprocess.bands)}; size {config.preprocess.image_size}",
         "",
@@ -115,7 +117,9 @@ def _model_card(model, folder_name: str, card: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def save_checkpoint(model, folder: str | Path, *, card: dict[str, Any] | None = None, merge_lora: bool = False) -> Path:
+def save_checkpoint(
+    model, folder: str | Path, *, card: dict[str, Any] | None = None, merge_lora: bool = False
+) -> Path:
     """Write ``model`` (a GeoAssistModel) to ``folder`` atomically."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +141,9 @@ def save_checkpoint(model, folder: str | Path, *, card: dict[str, Any] | None = 
             lm.save_pretrained(str(tmp / "lm"), safe_serialization=True)
             lm_part = "full"
         (tmp / "config.json").write_text(config.to_json())
-        (tmp / "preprocess.json").write_text(json.dumps(_as_plain(config.preprocess), indent=2) + "\n")
+        (tmp / "preprocess.json").write_text(
+            json.dumps(_as_plain(config.preprocess), indent=2) + "\n"
+        )
         _write_safetensors(model.vision.open_clip_state_dict(), tmp / "vision.safetensors")
         _write_safetensors(model.projector.state_dict(), tmp / "projector.safetensors")
         model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
@@ -174,7 +180,9 @@ def _replace_folder(new: Path, target: Path) -> None:
 
 
 def _check_no_pickles(folder: Path) -> None:
-    pickles = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in _PICKLE_SUFFIXES)
+    pickles = sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in _PICKLE_SUFFIXES
+    )
     if pickles:
         raise UnsafeCheckpointError(
             f"{folder} contains pickled files ({', '.join(pickles[:3])}); GeoAssist never unpickles. "
@@ -183,7 +191,11 @@ def _check_no_pickles(folder: Path) -> None:
 
 
 def load_checkpoint(
-    folder: str | Path, *, device: str | torch.device = "cpu", trainable: bool = False, lm_kwargs: dict | None = None
+    folder: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    trainable: bool = False,
+    lm_kwargs: dict | None = None,
 ):
     """Load a GeoAssistModel saved by :func:`save_checkpoint`.
 
@@ -200,7 +212,9 @@ def load_checkpoint(
     try:
         meta = json.loads((folder / "geoassist.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{folder}/geoassist.json is missing or corrupt ({exc}); re-save the checkpoint") from exc
+        raise CheckpointError(
+            f"{folder}/geoassist.json is missing or corrupt ({exc}); re-save the checkpoint"
+        ) from exc
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{folder} was written by a newer GeoAssist (format {meta['format_version']}); upgrade geoassist"
@@ -213,23 +227,31 @@ def load_checkpoint(
         base = build_lm(config.lm, vocab_size=len(tokenizer), **(lm_kwargs or {}))
         lm = PeftModel.from_pretrained(base, str(folder / "lm_adapter"), is_trainable=trainable)
     else:
-        lm = build_lm(config.lm, vocab_size=len(tokenizer), weights_folder=folder / "lm", **(lm_kwargs or {}))
+        lm = build_lm(
+            config.lm, vocab_size=len(tokenizer), weights_folder=folder / "lm", **(lm_kwargs or {})
+        )
     model = GeoAssistModel(config, tokenizer, lm=lm)
-    _load_into(model.vision.visual, _read_safetensors(folder / "vision.safetensors"), "visual.", folder)
+    _load_into(
+        model.vision.visual, _read_safetensors(folder / "vision.safetensors"), "visual.", folder
+    )
     _load_into(model.projector, _read_safetensors(folder / "projector.safetensors"), "", folder)
     model.checkpoint_meta = meta
     return model.to(device)
 
 
-def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, folder: Path) -> None:
-    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+def _load_into(
+    module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, folder: Path
+) -> None:
+    state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"weights in {folder} do not match its config.json: {exc}") from exc
 
 
-def create_model(name_or_path: str | Path, *, device: str | torch.device = "cpu", lm_kwargs: dict | None = None):
+def create_model(
+    name_or_path: str | Path, *, device: str | torch.device = "cpu", lm_kwargs: dict | None = None
+):
     """Resolve a checkpoint folder, a preset name, a published model name or a hub id to a model.
 
     - a folder holding ``config.json`` → :func:`load_checkpoint`;
@@ -272,7 +294,21 @@ def _download(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.md", "*.txt", "*.jinja", "tokenizer/*", "lm/*", "lm_adapter/*"]))
+        return Path(
+            snapshot_download(
+                repo_id,
+                allow_patterns=[
+                    "*.json",
+                    "*.safetensors",
+                    "*.md",
+                    "*.txt",
+                    "*.jinja",
+                    "tokenizer/*",
+                    "lm/*",
+                    "lm_adapter/*",
+                ],
+            )
+        )
     except Exception as exc:  # offline, missing repo, auth: all mean the same to the user
         raise ModelNotFoundError(
             f"cannot fetch {repo_id!r} from the Hugging Face hub ({exc.__class__.__name__}: {exc}); "

@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="GeoAssist: a vision-language assistant for Earth-observation imagery.",
     )
     parser.add_argument("--version", action="version", version=f"geoassist {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:

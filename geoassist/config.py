@@ -56,7 +56,10 @@ class VisionConfig:
     def __post_init__(self) -> None:
         if self.open_clip_arch is not None:
             return
-        _check(self.image_size > 0 and self.patch_size > 0, "vision image_size and patch_size must be positive")
+        _check(
+            self.image_size > 0 and self.patch_size > 0,
+            "vision image_size and patch_size must be positive",
+        )
         _check(
             self.image_size % self.patch_size == 0,
             f"vision image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})",
@@ -131,7 +134,10 @@ class ProjectorConfig:
     max_images: int = 4
 
     def __post_init__(self) -> None:
-        _check(self.type in PROJECTOR_TYPES, f"projector type {self.type!r} is not one of {PROJECTOR_TYPES}")
+        _check(
+            self.type in PROJECTOR_TYPES,
+            f"projector type {self.type!r} is not one of {PROJECTOR_TYPES}",
+        )
         _check(self.token_pool >= 1, "projector token_pool must be >= 1")
         _check(self.max_images >= 1, "projector max_images must be >= 1")
 
@@ -156,11 +162,20 @@ class LMConfig:
     def __post_init__(self) -> None:
         _check(self.source in LM_SOURCES, f"lm source {self.source!r} is not one of {LM_SOURCES}")
         if self.source == "pretrained":
-            _check(bool(self.name_or_path), "lm source 'pretrained' needs name_or_path (a folder or hub id)")
+            _check(
+                bool(self.name_or_path),
+                "lm source 'pretrained' needs name_or_path (a folder or hub id)",
+            )
         if self.source == "random":
-            _check(bool(self.arch), "lm source 'random' needs an arch dict (hidden_size, num_hidden_layers, …)")
+            _check(
+                bool(self.arch),
+                "lm source 'random' needs an arch dict (hidden_size, num_hidden_layers, …)",
+            )
         _check(self.max_context >= 64, "lm max_context must be >= 64")
-        _check(self.dtype in ("float32", "float16", "bfloat16"), f"lm dtype {self.dtype!r} is not supported")
+        _check(
+            self.dtype in ("float32", "float16", "bfloat16"),
+            f"lm dtype {self.dtype!r} is not supported",
+        )
 
 
 @dataclass
@@ -198,7 +213,10 @@ class PreprocessConfig:
         )
         _check(all(s > 0 for s in self.std), "preprocess std values must be positive")
         lo, hi = self.stretch_percentiles
-        _check(0 <= lo < hi <= 100, "preprocess stretch_percentiles must satisfy 0 <= low < high <= 100")
+        _check(
+            0 <= lo < hi <= 100,
+            "preprocess stretch_percentiles must satisfy 0 <= low < high <= 100",
+        )
 
 
 @dataclass
@@ -222,7 +240,10 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, _from_dict(cls, value, f"{name}."))
-        _check(self.chat_format in CHAT_FORMATS, f"chat_format {self.chat_format!r} is not one of {CHAT_FORMATS}")
+        _check(
+            self.chat_format in CHAT_FORMATS,
+            f"chat_format {self.chat_format!r} is not one of {CHAT_FORMATS}",
+        )
         vision = self.vision.resolved()
         _check(
             self.preprocess.image_size == vision.image_size,
@@ -291,7 +312,9 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown config field(s) {', '.join(where + u for u in unknown)}; known: {sorted(known)}")
+        raise ConfigError(
+            f"unknown config field(s) {', '.join(where + u for u in unknown)}; known: {sorted(known)}"
+        )
     try:
         return cls(**data)
     except TypeError as exc:

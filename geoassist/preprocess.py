@@ -11,7 +11,9 @@ from geoassist.config import PreprocessConfig
 _RGB = ["red", "green", "blue"]
 
 
-def to_pixel_values(image, config: PreprocessConfig, bands: list[str | int] | None = None) -> torch.Tensor:
+def to_pixel_values(
+    image, config: PreprocessConfig, bands: list[str | int] | None = None
+) -> torch.Tensor:
     """(3, S, S) float tensor: the image's RGB composite, resized to S and normalised.
 
     ``bands`` overrides which bands make the composite (names or 1-based indices);

@@ -31,19 +31,40 @@ class TaskPrompt:
 TASKS: dict[str, TaskPrompt] = {
     t.name: t
     for t in [
-        TaskPrompt("caption", "[caption] Describe the image.", "one or more sentences", needs_argument=False),
-        TaskPrompt("vqa", "[vqa] {arg}", "a short answer: yes/no, a number, a class, an area in m2"),
+        TaskPrompt(
+            "caption",
+            "[caption] Describe the image.",
+            "one or more sentences",
+            needs_argument=False,
+        ),
+        TaskPrompt(
+            "vqa", "[vqa] {arg}", "a short answer: yes/no, a number, a class, an area in m2"
+        ),
         TaskPrompt(
             "classify",
             "[classify] What kind of scene is this?",
             "one scene-class name",
             needs_argument=False,
         ),
-        TaskPrompt("ground", "[ground] {arg}", "`<ref>label</ref><box>…</box>…` for every match, or `none`"),
-        TaskPrompt("detect", "[detect] {arg}", "`<ref>class</ref><box>…</box>…` per class, or `none`"),
-        TaskPrompt("detect_obb", "[detect_obb] {arg}", "`<ref>class</ref><obox>…</obox>…` per class, or `none`"),
-        TaskPrompt("refer", "[refer] {arg}", "one `<box>…</box>` for the object the expression picks out, or `none`"),
-        TaskPrompt("region", "[region] {region} {arg}", "a description of the object in the given box"),
+        TaskPrompt(
+            "ground", "[ground] {arg}", "`<ref>label</ref><box>…</box>…` for every match, or `none`"
+        ),
+        TaskPrompt(
+            "detect", "[detect] {arg}", "`<ref>class</ref><box>…</box>…` per class, or `none`"
+        ),
+        TaskPrompt(
+            "detect_obb",
+            "[detect_obb] {arg}",
+            "`<ref>class</ref><obox>…</obox>…` per class, or `none`",
+        ),
+        TaskPrompt(
+            "refer",
+            "[refer] {arg}",
+            "one `<box>…</box>` for the object the expression picks out, or `none`",
+        ),
+        TaskPrompt(
+            "region", "[region] {region} {arg}", "a description of the object in the given box"
+        ),
         TaskPrompt(
             "change",
             "[change] What changed between the two images?",
@@ -53,6 +74,12 @@ TASKS: dict[str, TaskPrompt] = {
         ),
         TaskPrompt("change_qa", "[change_qa] {arg}", "a short answer about the change", images="2"),
         TaskPrompt("segment", "[segment] {arg}", "`<mask>RxC|…</mask>` (text-as-mask), or `none`"),
+        TaskPrompt(
+            "knowledge",
+            "[knowledge] {context}\nQuestion: {arg}",
+            "an answer from the retrieved passages citing them as `[id]`, or that they do not answer it",
+            images="0-1",
+        ),
     ]
 }
 
@@ -61,14 +88,17 @@ def list_tasks() -> list[str]:
     return list(TASKS)
 
 
-def build_prompt(task: str | None, prompt: str, *, region: str | None = None) -> str:
+def build_prompt(task: str | None, prompt: str, *, region: str | None = None, context: str | None = None) -> str:
     """The user text for ``task`` with ``prompt`` as its argument; free text when ``task`` is None.
 
-    ``region`` is a formatted ``<box>…</box>`` for the ``region`` task.
+    ``region`` is a formatted ``<box>…</box>`` for the ``region`` task; ``context`` the
+    retrieved-passage block for the ``knowledge`` task (``geoassist.rag.context``).
     """
     if task is None:
         if not prompt.strip():
-            raise GeoAssistError("the prompt is empty; ask a question or pick a task (e.g. task='caption')")
+            raise GeoAssistError(
+                "the prompt is empty; ask a question or pick a task (e.g. task='caption')"
+            )
         return prompt
     try:
         spec = TASKS[task]
@@ -76,6 +106,10 @@ def build_prompt(task: str | None, prompt: str, *, region: str | None = None) ->
         raise GeoAssistError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}") from None
     if task == "region":
         if not region:
-            raise GeoAssistError("task 'region' needs a region: pass region=[x1, y1, x2, y2] in pixels")
-        return spec.template.format(region=region, arg=prompt.strip() or "Describe this region.").strip()
+            raise GeoAssistError(
+                "task 'region' needs a region: pass region=[x1, y1, x2, y2] in pixels"
+            )
+        return spec.template.format(
+            region=region, arg=prompt.strip() or "Describe this region."
+        ).strip()
     return spec.build(prompt)

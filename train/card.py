@@ -33,17 +33,25 @@ def _sources(config) -> list[dict[str, Any]]:
                 "path": str(path),
                 "recipe": recipe,
                 "records": manifest.get("written"),
-                "licence": manifest.get("licence") or licences.get(recipe) or "see the dataset's terms",
+                "licence": manifest.get("licence")
+                or licences.get(recipe)
+                or "see the dataset's terms",
             }
         )
     return out
 
 
-def training_card(config, model, *, step: int, elapsed_s: float, n_trainable: int, scores: dict, hardware: str) -> dict[str, Any]:
-    lm_name, lm_licence = LM_LICENCES.get(model.config.lm.source, (model.config.lm.name_or_path, "see the model's card"))
+def training_card(
+    config, model, *, step: int, elapsed_s: float, n_trainable: int, scores: dict, hardware: str
+) -> dict[str, Any]:
+    lm_name, lm_licence = LM_LICENCES.get(
+        model.config.lm.source, (model.config.lm.name_or_path, "see the model's card")
+    )
     vision = model.config.vision
     vision_origin = vision.weights or (
-        "trained from random initialisation by stage 0" if config.stage == 0 else f"from {config.model}"
+        "trained from random initialisation by stage 0"
+        if config.stage == 0
+        else f"from {config.model}"
     )
     sources = _sources(config)
     data_lines = "\n".join(
@@ -53,7 +61,8 @@ def training_card(config, model, *, step: int, elapsed_s: float, n_trainable: in
     return {
         "name": Path(config.out_dir).name,
         "summary": config.card.get(
-            "summary", f"GeoAssist model after training stage {config.stage} (started from `{config.model}`)."
+            "summary",
+            f"GeoAssist model after training stage {config.stage} (started from `{config.model}`).",
         ),
         "training_data": (
             f"{data_lines}\n\n"

@@ -57,15 +57,23 @@ class OptimArgs:
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr must be positive")
         _check(self.max_steps >= 1, "optim.max_steps must be >= 1")
-        _check(self.batch_size >= 1 and self.grad_accum >= 1, "optim.batch_size and grad_accum must be >= 1")
-        _check(self.scheduler in ("cosine", "linear", "constant"), "optim.scheduler is cosine, linear or constant")
+        _check(
+            self.batch_size >= 1 and self.grad_accum >= 1,
+            "optim.batch_size and grad_accum must be >= 1",
+        )
+        _check(
+            self.scheduler in ("cosine", "linear", "constant"),
+            "optim.scheduler is cosine, linear or constant",
+        )
 
 
 @dataclass
 class Stage0Args:
     """Contrastive image–text training of the vision tower."""
 
-    text_encoder: str = "minilm"  # "minilm" (bundled), a sentence-transformers path/hub id, or "open_clip"
+    text_encoder: str = (
+        "minilm"  # "minilm" (bundled), a sentence-transformers path/hub id, or "open_clip"
+    )
     loss: str = "clip"  # clip | siglip
     init_logit_scale: float = 2.659  # log(1/0.07), CLIP's initial temperature
 
@@ -99,8 +107,12 @@ class TrainConfig:
     log_every: int = 5
     eval_tasks: list[str] | None = None  # harness tasks to run at the end on data.eval
     eval_limit: int | None = 200
-    lora: dict[str, Any] | None = None  # overrides of the model's LoRA config for stage 2 (r, alpha, …)
-    card: dict[str, Any] = field(default_factory=dict)  # free text for the model card (summary, licences)
+    lora: dict[str, Any] | None = (
+        None  # overrides of the model's LoRA config for stage 2 (r, alpha, …)
+    )
+    card: dict[str, Any] = field(
+        default_factory=dict
+    )  # free text for the model card (summary, licences)
 
     def __post_init__(self) -> None:
         for name, cls in _NESTED.items():
@@ -108,8 +120,13 @@ class TrainConfig:
             if isinstance(value, dict):
                 setattr(self, name, _from_dict(cls, value, f"{name}."))
         _check(self.stage in STAGES, f"stage must be one of {STAGES}")
-        _check(self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision is auto, no, bf16 or fp16")
-        _check(self.save_every >= 1 and self.keep_last >= 1, "save_every and keep_last must be >= 1")
+        _check(
+            self.mixed_precision in ("auto", "no", "bf16", "fp16"),
+            "mixed_precision is auto, no, bf16 or fp16",
+        )
+        _check(
+            self.save_every >= 1 and self.keep_last >= 1, "save_every and keep_last must be >= 1"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,7 +141,9 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown training option(s) {', '.join(where + u for u in unknown)}; known: {sorted(known)}")
+        raise ConfigError(
+            f"unknown training option(s) {', '.join(where + u for u in unknown)}; known: {sorted(known)}"
+        )
     try:
         return cls(**data)
     except TypeError as exc:
@@ -166,4 +185,6 @@ def _deep_copy(data: Any) -> Any:
 def shipped_configs() -> dict[str, Path]:
     """Name → path of the YAML files in ``train/configs``."""
     folder = resources.files("geoassist.train") / "configs"
-    return {p.name[: -len(".yaml")]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+    return {
+        p.name[: -len(".yaml")]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")
+    }

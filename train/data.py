@@ -44,10 +44,14 @@ def _entries(train: Sequence[Any]) -> list[dict[str, Any]]:
         if isinstance(entry, (str, Path)):
             entry = {"path": str(entry)}
         if not isinstance(entry, dict) or "path" not in entry:
-            raise TrainDataError(f"data.train entries are folders or {{path, weight, max_records}}, got {entry!r}")
+            raise TrainDataError(
+                f"data.train entries are folders or {{path, weight, max_records}}, got {entry!r}"
+            )
         unknown = set(entry) - {"path", "weight", "max_records"}
         if unknown:
-            raise TrainDataError(f"unknown keys {sorted(unknown)} in data.train entry {entry['path']}")
+            raise TrainDataError(
+                f"unknown keys {sorted(unknown)} in data.train entry {entry['path']}"
+            )
         out.append(entry)
     return out
 
@@ -65,9 +69,13 @@ def load_samples(
     for entry in _entries(train):
         folder = Path(entry["path"]).expanduser()
         if not folder.is_dir():
-            raise TrainDataError(f"training data folder {folder} does not exist; build it with `geoassist data build`")
+            raise TrainDataError(
+                f"training data folder {folder} does not exist; build it with `geoassist data build`"
+            )
         root = image_root(folder)
-        records = [r for r in read_records(folder, split=split) if tasks is None or r["task"] in tasks]
+        records = [
+            r for r in read_records(folder, split=split) if tasks is None or r["task"] in tasks
+        ]
         if entry.get("max_records") is not None:
             records = records[: int(entry["max_records"])]
         weight = float(entry.get("weight", 1.0))
@@ -110,7 +118,15 @@ def pick_caption(record: dict[str, Any], index: int) -> str:
 class ConversationDataset(Dataset):
     """Stage 1 (captions as conversations) and stage 2 (any records) samples."""
 
-    def __init__(self, samples: Sequence[Sample], config: ModelConfig, tokenizer, *, max_length: int, captions_only: bool):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        config: ModelConfig,
+        tokenizer,
+        *,
+        max_length: int,
+        captions_only: bool,
+    ):
         self.samples = list(samples)
         self.config = config
         self.tokenizer = tokenizer
@@ -125,13 +141,20 @@ class ConversationDataset(Dataset):
         messages = [Message("system", self.config.system_prompt)]
         if self.captions_only:
             text = with_image_slots(build_prompt("caption", ""), len(record["images"]))
-            return messages + [Message("user", text), Message("assistant", pick_caption(record, index))]
+            return messages + [
+                Message("user", text),
+                Message("assistant", pick_caption(record, index)),
+            ]
         return messages + [Message(t["role"], t["content"]) for t in record["conversations"]]
 
     def estimated_length(self, index: int) -> int:
         """Cheap length estimate for grouping (characters / 3 + visual tokens); no tokenising or decoding."""
         record = self.samples[index].record
-        chars = sum(len(t["content"]) for t in record["conversations"]) if not self.captions_only else 80
+        chars = (
+            sum(len(t["content"]) for t in record["conversations"])
+            if not self.captions_only
+            else 80
+        )
         return chars // 3 + len(record["images"]) * self.config.num_image_tokens
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -143,7 +166,11 @@ class ConversationDataset(Dataset):
             num_images=len(sample.record["images"]),
             max_length=self.max_length,
         )
-        return {"rendered": rendered, "pixel_values": _load_pixels(sample, self.config), "id": sample.record["id"]}
+        return {
+            "rendered": rendered,
+            "pixel_values": _load_pixels(sample, self.config),
+            "id": sample.record["id"],
+        }
 
 
 class ImageTextDataset(Dataset):
@@ -161,7 +188,10 @@ class ImageTextDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
-        return {"pixel_values": _load_pixels(sample, self.config)[0], "text": pick_caption(sample.record, index)}
+        return {
+            "pixel_values": _load_pixels(sample, self.config)[0],
+            "text": pick_caption(sample.record, index),
+        }
 
 
 def collate_conversations(pad_token_id: int):
@@ -176,7 +206,10 @@ def collate_conversations(pad_token_id: int):
 
 
 def collate_image_text(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"pixel_values": torch.stack([it["pixel_values"] for it in items]), "text": [it["text"] for it in items]}
+    return {
+        "pixel_values": torch.stack([it["pixel_values"] for it in items]),
+        "text": [it["text"] for it in items],
+    }
 
 
 def epoch_batches(
@@ -207,7 +240,9 @@ def epoch_batches(
 class ResumableBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Yields :func:`epoch_batches` forever, epoch after epoch, starting at any (epoch, batch)."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int, group_by_length: bool):
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, *, seed: int, group_by_length: bool
+    ):
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
@@ -226,7 +261,11 @@ class ResumableBatchSampler(torch.utils.data.Sampler[list[int]]):
         epoch, skip = self.start_epoch, self.start_batch
         while True:
             batches = epoch_batches(
-                self.lengths, self.batch_size, seed=self.seed, epoch=epoch, group_by_length=self.group_by_length
+                self.lengths,
+                self.batch_size,
+                seed=self.seed,
+                epoch=epoch,
+                group_by_length=self.group_by_length,
             )
             yield from batches[skip:]
             epoch, skip = epoch + 1, 0

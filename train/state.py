@@ -39,11 +39,15 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     folder = Path(out_dir) / "checkpoints"
     if not folder.is_dir():
         return None
-    done = sorted(p for p in folder.iterdir() if p.name.startswith(PREFIX) and (p / "state.json").is_file())
+    done = sorted(
+        p for p in folder.iterdir() if p.name.startswith(PREFIX) and (p / "state.json").is_file()
+    )
     return done[-1] if done else None
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _optimizer_tensors(
+    optimizer: torch.optim.Optimizer,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
@@ -56,7 +60,9 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def _restore_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         index, key = name.split(".", 1)
@@ -106,7 +112,10 @@ def save_training_state(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in trainable.items()},
+            str(tmp / "trainable.safetensors"),
+        )
         opt_tensors, opt_meta = _optimizer_tensors(optimizer)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
@@ -133,12 +142,16 @@ def _jsonable(value: Any) -> Any:
 
 
 def _prune(folder: Path, keep_last: int) -> None:
-    done = sorted(p for p in folder.iterdir() if p.name.startswith(PREFIX) and (p / "state.json").is_file())
+    done = sorted(
+        p for p in folder.iterdir() if p.name.startswith(PREFIX) and (p / "state.json").is_file()
+    )
     for old in done[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_training_state(folder: str | Path, *, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
+def load_training_state(
+    folder: str | Path, *, model: torch.nn.Module, optimizer, scheduler
+) -> dict[str, Any]:
     """Restore parameters, optimizer, scheduler and RNG from ``folder``; returns ``state.json``."""
     folder = Path(folder)
     try:
@@ -148,11 +161,15 @@ def load_training_state(folder: str | Path, *, model: torch.nn.Module, optimizer
         opt_meta = json.loads((folder / "optimizer.json").read_text())
         rng_tensors = load_file(str(folder / "rng.safetensors"))
     except (OSError, json.JSONDecodeError, Exception) as exc:
-        raise CheckpointError(f"training checkpoint {folder} is incomplete or corrupt ({exc}); delete it to resume from the previous one") from exc
+        raise CheckpointError(
+            f"training checkpoint {folder} is incomplete or corrupt ({exc}); delete it to resume from the previous one"
+        ) from exc
     params = dict(model.named_parameters())
     missing = [k for k in trainable if k not in params]
     if missing:
-        raise CheckpointError(f"training checkpoint {folder} does not match the model (e.g. {missing[0]}); was the config changed?")
+        raise CheckpointError(
+            f"training checkpoint {folder} does not match the model (e.g. {missing[0]}); was the config changed?"
+        )
     with torch.no_grad():
         for name, value in trainable.items():
             params[name].copy_(value)

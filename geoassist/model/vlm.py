@@ -40,7 +40,9 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:]
     return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
     )
 
 
@@ -69,7 +71,9 @@ class SamplingConfig:
         if self.top_p < 1.0:
             sorted_logits, order = torch.sort(logits, descending=True)
             cumulative = sorted_logits.softmax(-1).cumsum(-1)
-            drop = cumulative - sorted_logits.softmax(-1) > self.top_p  # keep the first token past top_p
+            drop = (
+                cumulative - sorted_logits.softmax(-1) > self.top_p
+            )  # keep the first token past top_p
             sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
             logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
         probs = logits.softmax(-1)
@@ -85,7 +89,10 @@ class GeoAssistModel(nn.Module):
         self.lm = lm if lm is not None else build_lm(config.lm, vocab_size=len(tokenizer))
         lm_dim = self.lm.get_input_embeddings().embedding_dim
         self.projector = VisualProjector(
-            config.projector, self.vision.width, lm_dim, has_cls_token=self.vision.config.use_cls_token
+            config.projector,
+            self.vision.width,
+            lm_dim,
+            has_cls_token=self.vision.config.use_cls_token,
         )
         self.image_token_id = image_token_id(tokenizer)
         self.end_token_id = end_token_id(tokenizer)
@@ -141,15 +148,21 @@ class GeoAssistModel(nn.Module):
             raise ImageSlotMismatchError(
                 f"a conversation holds {max(images_per_row)} images but this model takes at most {max_images}"
             )
-        temporal = torch.tensor([k for count in images_per_row for k in range(count)], dtype=torch.long)
+        temporal = torch.tensor(
+            [k for count in images_per_row for k in range(count)], dtype=torch.long
+        )
         return is_image, temporal
 
-    def encode_images(self, pixel_values: torch.Tensor, temporal_index: torch.Tensor) -> torch.Tensor:
+    def encode_images(
+        self, pixel_values: torch.Tensor, temporal_index: torch.Tensor
+    ) -> torch.Tensor:
         """(num_images, 3, H, W) → (num_images, num_image_tokens, lm_dim)."""
         features = self.vision(pixel_values)
         return self.projector(features, temporal_index.to(features.device))
 
-    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
+    def embed_inputs(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None
+    ) -> torch.Tensor:
         is_image, temporal = self._image_layout(input_ids)
         n_images = len(temporal)
         given = 0 if pixel_values is None else pixel_values.shape[0]
@@ -161,7 +174,9 @@ class GeoAssistModel(nn.Module):
         embeds = embedding(input_ids.masked_fill(is_image, 0))
         if n_images:
             visual = self.encode_images(pixel_values, temporal).to(embeds.dtype)
-            embeds = embeds.masked_scatter(is_image.unsqueeze(-1), visual.reshape(-1, visual.shape[-1]))
+            embeds = embeds.masked_scatter(
+                is_image.unsqueeze(-1), visual.reshape(-1, visual.shape[-1])
+            )
         return embeds
 
     # --------------------------------------------------------------- forward
@@ -238,7 +253,9 @@ class GeoAssistModel(nn.Module):
                 return
             step_embeds = embedding(next_tokens.unsqueeze(1))
             step_positions = positions[:, -1:] + 1
-            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+            attention_mask = torch.cat(
+                [attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1
+            )
             positions = torch.cat([positions, step_positions], dim=1)
             if not use_cache:
                 embeds = torch.cat([embeds, step_embeds], dim=1)
