@@ -76,7 +76,7 @@ TASKS: dict[str, TaskPrompt] = {
         TaskPrompt("segment", "[segment] {arg}", "`<mask>RxC|…</mask>` (text-as-mask), or `none`"),
         TaskPrompt(
             "knowledge",
-            "[knowledge] {context}\nQuestion: {arg}",
+            "[knowledge] {context}Question: {arg}",
             "an answer from the retrieved passages citing them as `[id]`, or that they do not answer it",
             images="0-1",
         ),
@@ -112,4 +112,11 @@ def build_prompt(task: str | None, prompt: str, *, region: str | None = None, co
         return spec.template.format(
             region=region, arg=prompt.strip() or "Describe this region."
         ).strip()
+    if task == "knowledge":
+        if context is None:
+            raise GeoAssistError(
+                "task 'knowledge' needs retrieved passages: give the assistant a knowledge store "
+                "(kb='default', CLI --kb default)"
+            )
+        return spec.build(prompt, context=context.rstrip("\n") + "\n")
     return spec.build(prompt)
