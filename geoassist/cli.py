@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "geoassist.commands.core",
     "geoassist.synth.cli",
     "geoassist.commands.train",
+    "geoassist.commands.data",
 ]
 
 

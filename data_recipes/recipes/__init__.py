@@ -1,0 +1,1 @@
+"""One module per family of source datasets; each recipe class registers itself by name."""
