@@ -163,3 +163,16 @@ def test_lora_only_trains_adapter_and_projector(make_tiny):
     assert model.has_lora
     trainable = {n for n, p in model.lm.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_supervised_only_loss_equals_full_loss(make_tiny):
+    model = make_tiny(seed=8, r=4)
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    batch = _batch(model, [("What is here?", "A harbour."), ("Count the cars, please.", "12")])
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    full = model(batch["input_ids"], pixels, batch["attention_mask"], batch["labels"]).loss
+    fast = model(batch["input_ids"], pixels, batch["attention_mask"], batch["labels"], return_logits=False).loss
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)

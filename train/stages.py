@@ -173,6 +173,7 @@ def stage_loss(stage: int, module: StageModule, batch: dict) -> tuple[torch.Tens
         batch["pixel_values"],
         batch["attention_mask"],
         batch["labels"],
+        return_logits=False,
     )
     return out.loss, batch["input_ids"].shape[0]
 

@@ -32,23 +32,26 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over supervised positions (labels != -100).
+def shift_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Next-token targets: ``labels[:, t]`` is the token at position t, so the output at t - 1 predicts it.
 
-    ``labels[:, t]`` is the token at position t; the logits at t - 1 predict it.
+    This is the one place labels are shifted; position t of the result is the target of output t.
     """
+    return labels[:, 1:]
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over supervised positions (labels != -100)."""
     shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:]
+    targets = shift_labels(labels)
     return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]),
-        shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
+        shift_logits.reshape(-1, shift_logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
     )
 
 
 @dataclass
 class ModelOutput:
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     loss: torch.Tensor | None = None
 
 
@@ -186,16 +189,28 @@ class GeoAssistModel(nn.Module):
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        return_logits: bool = True,
     ) -> ModelOutput:
+        """Logits for every position (and the loss when ``labels`` are given).
+
+        With ``labels`` and ``return_logits=False`` (the trainer's path), the LM head
+        runs only on supervised positions — most positions are prompt and image
+        tokens, and the head over a 49k vocabulary is a large part of the cost.
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         embeds = self.embed_inputs(input_ids, pixel_values)
-        out = self.lm(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=positions_from_mask(attention_mask),
-            use_cache=False,
-        )
+        positions = positions_from_mask(attention_mask)
+        if labels is not None and not return_logits:
+            base = self.lm.get_base_model() if self.has_lora else self.lm
+            hidden = base.get_decoder()(
+                inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, use_cache=False
+            ).last_hidden_state
+            targets = shift_labels(labels)
+            keep = targets != IGNORE_INDEX
+            logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
+            return ModelOutput(logits=None, loss=F.cross_entropy(logits, targets[keep]))
+        out = self.lm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, use_cache=False)
         loss = causal_lm_loss(out.logits, labels) if labels is not None else None
         return ModelOutput(logits=out.logits, loss=loss)
 
