@@ -174,7 +174,7 @@ class Recipe:
 
 # --------------------------------------------------------------------------- registry
 
-RECIPE_MODULES = ("vqa",)
+RECIPE_MODULES = ("vqa", "change", "objects", "segmentation")
 
 _REGISTRY: dict[str, Recipe] = {}
 _LOADED = False

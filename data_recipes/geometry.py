@@ -158,14 +158,25 @@ def clip_box(box: Sequence[float], size: Sequence[int]) -> list[float]:
 # --------------------------------------------------------------------------- B2C
 
 
+def where_phrase(cell: str) -> str:
+    """``in the centre``, ``on the left``, ``at the top``, ``in the top left``… for a cell name."""
+    if cell == "centre":
+        return "in the centre"
+    if cell in ("left", "right"):
+        return f"on the {cell}"
+    if cell in ("top", "bottom"):
+        return f"at the {cell}"
+    return f"in the {cell}"
+
+
 def box_to_caption(
     objects: Sequence[dict[str, Any]], size: Sequence[int], *, max_classes: int = 4
 ) -> str:
     """A caption from labelled boxes: what is there, how many, and where (RemoteCLIP's B2C idea).
 
     ``objects`` are dicts with ``label`` (already in words) and ``box`` in pixels. Classes are
-    named from the most to the least frequent (ties by name); a class that lies mostly in one
-    part of the image gets that part named.
+    named from the most to the least frequent (ties by name), one sentence each; a class that
+    lies all or mostly in one ninth of the image gets that part named.
     """
     if not objects:
         return "There are no annotated objects in the image."
@@ -173,33 +184,30 @@ def box_to_caption(
     for obj in objects:
         by_class.setdefault(obj["label"], []).append(obj["box"])
     order = sorted(by_class, key=lambda c: (-len(by_class[c]), c))
-    phrases = []
+    sentences = []
     for label in order[:max_classes]:
         boxes = by_class[label]
         where = Counter(position_word(b, size) for b in boxes)
         cell, hits = where.most_common(1)[0]
-        phrase = quantity(len(boxes), label)
+        verb = "is" if len(boxes) == 1 else "are"
+        sentence = f"There {verb} {quantity(len(boxes), label)}"
         if hits == len(boxes):
-            phrase += f" in the {cell}" if cell != "centre" else " in the centre"
+            sentence += f" {where_phrase(cell)}"
         elif hits * 2 > len(boxes):
-            phrase += f", most of them in the {cell}"
-        phrases.append(phrase)
+            sentence += f", most of them {where_phrase(cell)}"
+        sentences.append(sentence + ".")
     rest = len(order) - max_classes
-    text = _join(phrases)
-    verb = "is" if len(by_class[order[0]]) == 1 else "are"
-    caption = f"There {verb} {text} in the image."
-    caption = caption.replace(" in the centre in the image.", " in the centre of the image.")
-    for cell in (c for row in CELL_NAMES for c in row):
-        caption = caption.replace(f" in the {cell} in the image.", f" in the {cell} of the image.")
     if rest > 0:
-        caption += f" Objects of {number_words(rest)} other {'class' if rest == 1 else 'classes'} are also present."
-    return caption
+        sentences.append(
+            f"Objects of {number_words(rest)} other {'class' if rest == 1 else 'classes'} are also present."
+        )
+    return " ".join(sentences)
 
 
 def region_caption(label: str, box: Sequence[float], size: Sequence[int]) -> str:
     """A short description of one labelled box: ``A ship in the top left of the image.``"""
     cell = position_word(box, size)
-    return f"{article(label).capitalize()} in the {cell} of the image."
+    return f"{article(label).capitalize()} {where_phrase(cell)} of the image."
 
 
 def _join(parts: Sequence[str]) -> str:

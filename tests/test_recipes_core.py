@@ -165,7 +165,7 @@ def test_box_to_caption_counts_and_places():
     ]
     assert (
         box_to_caption(objects, (300, 300))
-        == "There are two ships in the top left and one harbor in the bottom right of the image."
+        == "There are two ships in the top left. There is one harbor in the bottom right."
     )
     assert box_to_caption([], (10, 10)) == "There are no annotated objects in the image."
 
