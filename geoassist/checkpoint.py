@@ -52,10 +52,16 @@ def weights_dir() -> Path:
     return Path(__file__).resolve().parent / "weights"
 
 
-def _write_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
+def _write_safetensors(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype | None = None) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+    def prepare(v: torch.Tensor) -> torch.Tensor:
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        return v.contiguous()
+
+    save_file({k: prepare(v) for k, v in state.items()}, str(path))
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -118,9 +124,19 @@ def _model_card(model, folder_name: str, card: dict[str, Any] | None) -> str:
 
 
 def save_checkpoint(
-    model, folder: str | Path, *, card: dict[str, Any] | None = None, merge_lora: bool = False
+    model,
+    folder: str | Path,
+    *,
+    card: dict[str, Any] | None = None,
+    merge_lora: bool = False,
+    half: bool = False,
 ) -> Path:
-    """Write ``model`` (a GeoAssistModel) to ``folder`` atomically."""
+    """Write ``model`` (a GeoAssistModel) to ``folder`` atomically.
+
+    ``half`` stores the trained parts (vision tower, projector, LoRA adapter) in float16
+    to halve the download; they are read back into the model's own dtype.
+    """
+    dtype = torch.float16 if half else None
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
@@ -130,6 +146,9 @@ def save_checkpoint(
         adapter_only = model.has_lora and not merge_lora and config.lm.source != "random"
         if adapter_only:
             model.lm.save_pretrained(str(tmp / "lm_adapter"), safe_serialization=True)
+            if half:
+                adapter = tmp / "lm_adapter" / "adapter_model.safetensors"
+                _write_safetensors(_read_safetensors(adapter), adapter, dtype)
             lm_part = "adapter"
         else:
             lm = model.lm
@@ -144,8 +163,8 @@ def save_checkpoint(
         (tmp / "preprocess.json").write_text(
             json.dumps(_as_plain(config.preprocess), indent=2) + "\n"
         )
-        _write_safetensors(model.vision.open_clip_state_dict(), tmp / "vision.safetensors")
-        _write_safetensors(model.projector.state_dict(), tmp / "projector.safetensors")
+        _write_safetensors(model.vision.open_clip_state_dict(), tmp / "vision.safetensors", dtype)
+        _write_safetensors(model.projector.state_dict(), tmp / "projector.safetensors", dtype)
         model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         (tmp / "README.md").write_text(_model_card(model, folder.name, card))
         meta = {"format_version": FORMAT_VERSION, "lm": lm_part, "geoassist_version": __version__}

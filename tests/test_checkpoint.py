@@ -163,3 +163,16 @@ def test_create_model_resolves_names(tmp_path, make_tiny):
         create_model("no-such-model")
     with pytest.raises(ModelNotFoundError):
         create_model(str(tmp_path / "missing" / "folder"))
+
+
+def test_half_precision_checkpoint_is_smaller_and_close(tmp_path, make_tiny):
+    model = make_tiny(seed=9)
+    _perturb(model)
+    full = save_checkpoint(model, tmp_path / "full")
+    half = save_checkpoint(model, tmp_path / "half", half=True)
+    assert (half / "vision.safetensors").stat().st_size < 0.6 * (full / "vision.safetensors").stat().st_size
+    loaded = load_checkpoint(half)
+    assert next(loaded.vision.parameters()).dtype == torch.float32
+    ids, px = _inputs(model)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, px).logits, model(ids, px).logits, rtol=1e-2, atol=1e-2)
