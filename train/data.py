@@ -7,6 +7,7 @@ the seed and the epoch, which is what makes resuming exact.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
@@ -47,7 +48,7 @@ def _entries(train: Sequence[Any]) -> list[dict[str, Any]]:
             raise TrainDataError(
                 f"data.train entries are folders or {{path, weight, max_records}}, got {entry!r}"
             )
-        unknown = set(entry) - {"path", "weight", "max_records"}
+        unknown = set(entry) - {"path", "weight", "max_records", "holdout"}
         if unknown:
             raise TrainDataError(
                 f"unknown keys {sorted(unknown)} in data.train entry {entry['path']}"
@@ -56,12 +57,25 @@ def _entries(train: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def is_held_out(images: Sequence[str], fraction: float) -> bool:
+    """Whether a record's first image falls in the held-out ``fraction`` of images.
+
+    A stable hash of the image path decides, so the same images are held out by
+    training (which skips them) and by evaluation (which keeps only them).
+    """
+    if fraction <= 0 or not images:
+        return False
+    digest = hashlib.sha256(images[0].encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
 def load_samples(
     train: Sequence[Any], *, split: str | None, tasks: Sequence[str] | None, seed: int
 ) -> list[Sample]:
     """Records from recipe output folders, mixed by weight and capped per source.
 
-    ``weight`` repeats a source (2.0 = every record twice; 0.5 = a seeded half).
+    ``weight`` repeats a source (2.0 = every record twice; 0.5 = a seeded half);
+    ``holdout`` skips the records of that fraction of images (see :func:`is_held_out`).
     """
     from geoassist.data_recipes import image_root, read_records
 

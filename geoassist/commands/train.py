@@ -64,6 +64,18 @@ def run_train(args) -> int:
     else:
         path = args.config
     overrides = _overrides(args.set)
+    from geoassist.train.pipeline import is_pipeline, load_pipeline, run_pipeline
+
+    if is_pipeline(path):
+        if args.out:
+            overrides["workdir"] = args.out
+        pipeline = load_pipeline(path, overrides)
+        summary = run_pipeline(pipeline)
+        print(f"pipeline done; summary in {pipeline.workdir}/summary.json")
+        for name, score in (summary.get("scores") or {}).items():
+            metrics = {k: v for k, v in (score.get("metrics") or {}).items() if isinstance(v, (int, float))}
+            print(f"  {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        return 0
     if args.out:
         overrides["out_dir"] = args.out
     config = load_train_config(path, overrides)

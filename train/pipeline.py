@@ -1,0 +1,300 @@
+"""Multi-step training pipelines: data recipes → stages 0–2 → evaluation → a shipped model.
+
+A pipeline YAML (``pipeline: NAME`` at the top) lists data steps, training
+stages and evaluations. Every step is skipped when its output is already
+complete, and each stage resumes from its last checkpoint, so re-running the
+same command after an interruption continues where it stopped.
+
+Strings in the YAML may use ``{workdir}``, ``{data:NAME}`` (a data step's
+output folder) and ``{prev}`` (the previous stage's trained model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geoassist.errors import ConfigError
+from geoassist.train.config import _from_dict, config_from_dict
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataStep:
+    name: str
+    recipe: str
+    src: str
+    options: dict[str, Any] = field(default_factory=dict)
+    splits: list[str] | None = None
+    optional: bool = False  # skip (and say so in the card) when src is missing, e.g. academic samples
+
+
+@dataclass
+class EvalStep:
+    task: str
+    data: str
+    split: str | None = None
+    limit: int | None = None
+    name: str | None = None
+    holdout: float = 0.0  # evaluate only on the images a training source with this holdout skipped
+
+
+@dataclass
+class PipelineConfig:
+    pipeline: str
+    workdir: str
+    data: list[DataStep]
+    stages: list[dict[str, Any]]
+    evaluation: list[EvalStep] = field(default_factory=list)
+    ship_to: str | None = None
+    ship_half: bool = True
+    card: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data = [s if isinstance(s, DataStep) else _from_dict(DataStep, s, "data[].") for s in self.data]
+        self.evaluation = [e if isinstance(e, EvalStep) else _from_dict(EvalStep, e, "evaluation[].") for e in self.evaluation]
+        if not self.stages:
+            raise ConfigError("a pipeline needs at least one stage")
+        names = [s.name for s in self.data]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"data step names must be unique: {names}")
+
+
+def is_pipeline(path: str | Path) -> bool:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "pipeline" in data
+
+
+def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    data = yaml.safe_load(Path(path).read_text())
+    for key, value in (overrides or {}).items():
+        data[key] = value
+    return _from_dict(PipelineConfig, data, "")
+
+
+class _Resolver:
+    def __init__(self, config: PipelineConfig):
+        self.workdir = Path(config.workdir)
+        self.data = {s.name: self.workdir / "data" / s.name for s in config.data}
+        self.prev: str | None = None
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        if not isinstance(value, str):
+            return value
+
+        def sub(match: re.Match) -> str:
+            key = match.group(1)
+            if key == "workdir":
+                return str(self.workdir)
+            if key == "prev":
+                if self.prev is None:
+                    raise ConfigError("{prev} used before any stage has run")
+                return self.prev
+            if key.startswith("data:"):
+                name = key[5:]
+                if name not in self.data:
+                    raise ConfigError(f"unknown data step {name!r} in {value!r}")
+                return str(self.data[name])
+            return match.group(0)
+
+        return re.sub(r"\{([a-z_]+(?::[A-Za-z0-9_\-]+)?)\}", sub, value)
+
+
+def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
+    """Run every step that is not complete yet; returns the summary written to ``summary.json``."""
+    from geoassist.data_recipes import build, read_manifest
+
+    workdir = Path(config.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    resolve = _Resolver(config)
+    summary_path = workdir / "summary.json"
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary.setdefault("data", {})
+    summary.setdefault("stages", {})
+
+    for step in config.data:
+        out = resolve.data[step.name]
+        src = Path(resolve(step.src)).expanduser()
+        if (out / "manifest.json").is_file():
+            logger.info("data %s: already built at %s", step.name, out)
+        elif step.optional and step.recipe != "geosynth" and not src.exists():
+            logger.warning("data %s: %s not found, skipped", step.name, src)
+            summary["data"][step.name] = {"skipped": f"{src} not found"}
+            continue
+        else:
+            start = time.perf_counter()
+            build(step.recipe, src, out, splits=step.splits, options=resolve(step.options))
+            logger.info("data %s: built in %.0f s", step.name, time.perf_counter() - start)
+        manifest = read_manifest(out)
+        summary["data"][step.name] = {
+            "recipe": step.recipe,
+            "written": manifest.get("written"),
+            "by_task": manifest.get("by_task"),
+            "by_split": manifest.get("by_split"),
+            "src": str(src),
+        }
+        _write_json(summary_path, summary)
+
+    from geoassist.train.trainer import train
+
+    skipped_data = {n for n, s in summary["data"].items() if "skipped" in s}
+    final = None
+    for index, raw_stage in enumerate(config.stages):
+        stage_dir = workdir / f"stage{index}"
+        stage = resolve(raw_stage)
+        stage = _drop_skipped(stage, resolve, skipped_data)
+        stage.setdefault("out_dir", str(stage_dir))
+        train_config = config_from_dict(stage)
+        final = Path(train_config.out_dir) / "final"
+        if (final / "config.json").is_file():
+            logger.info("stage %d: already trained (%s)", index, final)
+        else:
+            result = train(train_config)
+            if result.stopped_by_signal:
+                _write_json(summary_path, summary)
+                raise KeyboardInterrupt(f"stopped during stage {index}; run the same command to resume")
+            summary["stages"][str(index)] = _stage_summary(train_config, result)
+            _write_json(summary_path, summary)
+        resolve.prev = str(final)
+
+    scores = _evaluate(config, resolve, final, summary)
+    summary["scores"] = scores
+    _write_json(summary_path, summary)
+    if config.ship_to:
+        _ship(config, final, summary)
+    return summary
+
+
+def _drop_skipped(stage: dict[str, Any], resolve: _Resolver, skipped: set[str]) -> dict[str, Any]:
+    """Remove training sources whose (optional) data step was skipped."""
+    if not skipped:
+        return stage
+    gone = {str(resolve.data[name]) for name in skipped}
+    data = dict(stage.get("data", {}))
+    train = [e for e in data.get("train", []) if (e["path"] if isinstance(e, dict) else e) not in gone]
+    data["train"] = train
+    return {**stage, "data": data}
+
+
+def _stage_summary(config, result) -> dict[str, Any]:
+    log = Path(config.out_dir) / "log.csv"
+    rates = []
+    if log.is_file():
+        import csv
+
+        rates = [float(r["samples_per_s"]) for r in csv.DictReader(log.open())]
+    card = json.loads((Path(config.out_dir) / "final" / "geoassist.json").read_text()).get("card", {})
+    return {
+        "stage": config.stage,
+        "steps": result.step,
+        "samples_per_s": round(rates[-1], 3) if rates else None,
+        "minutes": card.get("compute_minutes"),
+        "final_loss": round(result.losses[-1][1], 4) if result.losses else None,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _peak_rss_mb() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+def _evaluate(config: PipelineConfig, resolve: _Resolver, final: Path, summary: dict) -> dict[str, Any]:
+    if not config.evaluation:
+        return {}
+    from geoassist.assistant import Assistant
+    from geoassist.data_recipes import load_records
+    from geoassist.eval import evaluate
+
+    assistant = Assistant.from_pretrained(final, device="cpu")
+    scores = dict(summary.get("scores") or {})
+    for step in config.evaluation:
+        name = step.name or f"{step.task}:{step.data}"
+        if name in scores:
+            continue
+        folder = Path(resolve(step.data))
+        if not folder.is_dir():
+            logger.warning("evaluation %s: %s missing, skipped", name, folder)
+            continue
+        records, root = load_records(folder, split=step.split)
+        if step.holdout:
+            from geoassist.train.data import is_held_out
+
+            records = [r for r in records if is_held_out(r["images"], step.holdout)]
+        report = evaluate(step.task, records, assistant, root, out=Path(config.workdir) / "eval" / name.replace(":", "_"), limit=step.limit)
+        scores[name] = {
+            "n": report.get("n"),
+            "metrics": report.get("metrics"),
+            "by_type": {k: {m: v for m, v in d.items() if m in ("accuracy", "n", "lenient")} for k, d in (report.get("by_type") or {}).items()},
+        }
+        summary["scores"] = scores
+        _write_json(Path(config.workdir) / "summary.json", summary)
+    return scores
+
+
+def _ship(config: PipelineConfig, final: Path, summary: dict) -> None:
+    from geoassist.checkpoint import load_checkpoint, save_checkpoint
+
+    model = load_checkpoint(final)
+    card = json.loads((final / "geoassist.json").read_text()).get("card", {})
+    card = {**card, **config.card}
+    card["name"] = config.pipeline
+    card["training_data"] = _pipeline_training_text(config, summary) + "\n\n" + card.get("training_data", "")
+    card["scores"] = {
+        name: {k: v for k, v in (s.get("metrics") or {}).items() if isinstance(v, (int, float))}
+        for name, s in (summary.get("scores") or {}).items()
+    }
+    target = Path(config.ship_to)
+    save_checkpoint(model, target, card=card, half=config.ship_half)
+    logger.info("shipped %s to %s", config.pipeline, target)
+
+
+def _pipeline_training_text(config: PipelineConfig, summary: dict) -> str:
+    lines = ["Data:"]
+    for name, d in summary["data"].items():
+        if "skipped" in d:
+            lines.append(f"- `{name}`: skipped ({d['skipped']})")
+        else:
+            lines.append(f"- `{name}` (recipe `{d['recipe']}`): {d['written']} records, by task {d['by_task']}")
+    lines.append("\nStages:")
+    for index, s in sorted(summary["stages"].items()):
+        lines.append(
+            f"- stage {s['stage']}: {s['steps']} steps, {s['minutes']} min, {s['samples_per_s']} samples/s, "
+            f"final loss {s['final_loss']}, peak RSS {s['peak_rss_mb']} MB"
+        )
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+def ship_only(path: str | Path) -> None:
+    """Re-ship an already trained pipeline (e.g. after editing its card)."""
+    config = load_pipeline(path)
+    summary = json.loads((Path(config.workdir) / "summary.json").read_text())
+    final = Path(config.workdir) / f"stage{len(config.stages) - 1}" / "final"
+    if not final.is_dir():
+        raise ConfigError(f"{final} does not exist; run the pipeline first")
+    _ship(config, final, summary)
+
+
+__all__ = ["PipelineConfig", "is_pipeline", "load_pipeline", "run_pipeline", "ship_only"]
