@@ -371,7 +371,7 @@ def build(
     r = get_recipe(recipe)
     name = r.info.name
     src_path = Path(src).expanduser()
-    if not name == "geosynth":  # geosynth's --src is a generator spec, not necessarily a folder
+    if src_path.exists() or not r.info.writes_files:  # geosynth's --src may be a spec, not a path
         src_path = src_path.resolve()
     r.check(src_path)
     chosen = (

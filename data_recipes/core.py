@@ -174,7 +174,7 @@ class Recipe:
 
 # --------------------------------------------------------------------------- registry
 
-RECIPE_MODULES = ("vqa", "change", "objects", "segmentation")
+RECIPE_MODULES = ("vqa", "change", "objects", "segmentation", "geosynth")
 
 _REGISTRY: dict[str, Recipe] = {}
 _LOADED = False

@@ -107,7 +107,7 @@ def load_records(
         return list(read_records(path, split=split)), image_root(path)
     name = get_recipe(recipe).info.name if recipe else detect_recipe(path)
     r = get_recipe(name)
-    src = path if name == "geosynth" else path.resolve()
+    src = path.resolve() if path.exists() else path
     r.check(src)
     out = Path(tempfile.mkdtemp(prefix=f"geoassist-{name}-")) if r.info.writes_files else None
     ctx = Context(src, out, dict(options or {}))
