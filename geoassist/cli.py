@@ -20,6 +20,7 @@ from geoassist.errors import GeoAssistError
 SUBCOMMAND_MODULES: list[str] = [
     "geoassist.commands.core",
     "geoassist.synth.cli",
+    "geoassist.commands.eval",
     "geoassist.commands.train",
     "geoassist.commands.data",
 ]

@@ -1,0 +1,80 @@
+"""Finding the records to score from ``--data``.
+
+``--data`` is one of:
+
+- a recipe output folder or a raw dataset folder in its published layout — read with
+  :func:`geoassist.data_recipes.load_records`, which runs the recipe for raw folders;
+- the CHOICE benchmark folder (read here, see :mod:`geoassist.eval.choice`);
+- a JSONL file of records in the record schema (images relative to the file's folder).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from geoassist.eval.targets import EvalDataError
+
+__all__ = ["load_eval_data", "read_records_jsonl"]
+
+
+def read_records_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Records, one JSON object per line, each checked against the record schema."""
+    from geoassist.data_recipes.schema import RecordError, validate_record
+
+    path = Path(path)
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                validate_record(record)
+            except json.JSONDecodeError as exc:
+                raise EvalDataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            except RecordError as exc:
+                raise EvalDataError(f"{path}:{number}: {exc}") from None
+            records.append(record)
+    return records
+
+
+def load_eval_data(
+    data: str | Path,
+    *,
+    task: str | None = None,
+    recipe: str | None = None,
+    split: str | None = None,
+) -> tuple[list[dict[str, Any]], Path]:
+    """``(records, image_root)`` for ``--data``; ``split`` keeps only that split."""
+    data = Path(data)
+    if not data.exists():
+        raise EvalDataError(f"--data {data} does not exist")
+    if data.is_file():
+        if data.suffix != ".jsonl":
+            raise EvalDataError(
+                f"--data {data}: a file must be a .jsonl of records; otherwise pass a folder"
+            )
+        records, root = read_records_jsonl(data), data.parent
+    else:
+        from geoassist.eval.choice import looks_like_choice, read_choice
+
+        if task == "choice" or recipe == "choice" or (recipe is None and looks_like_choice(data)):
+            records, root = read_choice(data)
+        else:
+            try:
+                from geoassist.data_recipes import load_records
+            except ImportError:
+                raise EvalDataError(
+                    f"cannot read {data}: the dataset recipes (geoassist.data_recipes.load_records) are not "
+                    "installed in this version; pass a .jsonl file of records instead"
+                ) from None
+            loaded, root = load_records(data, recipe=recipe, split=split)
+            records = list(loaded)
+            root = Path(root)
+    if split is not None:
+        records = [r for r in records if r.get("split") == split]
+        if not records:
+            raise EvalDataError(f"no records of split {split!r} in {data}")
+    return records, root

@@ -1,0 +1,289 @@
+"""Writing an evaluation's files: ``predictions.jsonl``, ``report.json``, ``report.md`` and plots."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["write_outputs", "to_json_safe", "render_markdown"]
+
+MAX_LISTED_IDS = 20
+
+
+def to_json_safe(value: Any) -> Any:
+    """Numpy scalars and arrays, tuples and NaN made JSON-friendly (NaN becomes null)."""
+    if isinstance(value, dict):
+        return {str(k): to_json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return to_json_safe(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _item_line(item: dict[str, Any]) -> str:
+    return json.dumps(
+        to_json_safe({k: v for k, v in item.items() if not k.startswith("_")}), ensure_ascii=False
+    )
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    return lines
+
+
+def _by_type_table(by_type: dict[str, dict[str, Any]]) -> list[str]:
+    if not by_type:
+        return []
+    columns: list[str] = []
+    for entry in by_type.values():
+        for key, value in entry.items():
+            if key not in columns and not isinstance(value, (dict, list)):
+                columns.append(key)
+    return _table([{"type": t, **e} for t, e in by_type.items()], ["type", *columns])
+
+
+def render_markdown(report: dict[str, Any], plot_files: list[str]) -> str:
+    """The human-readable report."""
+    lines = [f"# `geoassist eval {report['task']}`", ""]
+    lines.append(f"- model: {report.get('model') or '–'}")
+    lines.append(f"- data: {report.get('data') or '–'}")
+    missing = report.get("missing_ids") or []
+    lines.append(
+        f"- items: {report['n']} (without a prediction: {len(missing)}; errors: {report.get('errors', 0)})"
+    )
+    if report.get("limit"):
+        lines.append(f"- limit: {report['limit']} (records chosen by a hash of their ids)")
+    generation = report.get("generation")
+    if generation:
+        lines.append(
+            f"- generation: batch size {generation['batch_size']}, at most {generation['max_new_tokens']} new tokens, "
+            f"{generation['items_per_second']} items/s"
+        )
+    lines.append(f"- seconds: {report.get('seconds')}")
+    rate = report.get("parse_failure_rate")
+    lines.append(f"- parse-failure rate: {_fmt(rate)}")
+    lines += ["", "Accuracies are fractions in [0, 1]. Protocol:", ""]
+    for key, text in (report.get("protocol") or {}).items():
+        lines.append(f"- {key}: {text}")
+    lines += ["", "## Metrics", ""]
+    lines += _table(
+        [{"metric": k, "value": v} for k, v in report["metrics"].items()], ["metric", "value"]
+    )
+    if report.get("by_type"):
+        lines += ["", "## By type", ""] + _by_type_table(report["by_type"])
+    for split, part in (report.get("by_split") or {}).items():
+        lines += ["", f"## Split `{split}` ({part['n']} items)", ""]
+        lines += _table(
+            [{"metric": k, "value": v} for k, v in part["metrics"].items()], ["metric", "value"]
+        )
+    for sub, part in (report.get("tasks") or {}).items():
+        lines += [
+            "",
+            f"## {sub} ({part['n']} items, parse-failure rate {_fmt(part['parse_failure_rate'])})",
+            "",
+        ]
+        lines += _table(
+            [{"metric": k, "value": v} for k, v in part["metrics"].items()], ["metric", "value"]
+        )
+        if part.get("by_type"):
+            lines += [""] + _by_type_table(part["by_type"])
+    if missing:
+        shown = ", ".join(f"`{m}`" for m in missing[:MAX_LISTED_IDS])
+        more = (
+            f" and {len(missing) - MAX_LISTED_IDS} more (all in report.json)"
+            if len(missing) > MAX_LISTED_IDS
+            else ""
+        )
+        lines += [
+            "",
+            f"## Ids without a prediction ({len(missing)}, counted wrong)",
+            "",
+            shown + more,
+        ]
+    if plot_files:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plot_files]
+    return "\n".join(lines) + "\n"
+
+
+def _bar_values(
+    by_type: dict[str, dict[str, Any]],
+) -> tuple[str, dict[str, float], dict[str, float]] | None:
+    for key in ("accuracy", "score", "ap", "miou"):
+        values = {t: e[key] for t, e in by_type.items() if isinstance(e.get(key), (int, float))}
+        if values:
+            lenient = {
+                t: e["lenient"]
+                for t, e in by_type.items()
+                if isinstance(e.get("lenient"), (int, float))
+            }
+            return key, values, lenient
+    return None
+
+
+def _plot_by_type(by_type: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
+    found = _bar_values(by_type)
+    if not found:
+        return False
+    import matplotlib.pyplot as plt
+
+    key, values, lenient = found
+    names = list(values)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3.6))
+    width = 0.4 if lenient else 0.7
+    ax.bar(
+        x - (width / 2 if lenient else 0),
+        [values[n] for n in names],
+        width,
+        label=f"{key} (strict)" if lenient else key,
+    )
+    if lenient:
+        ax.bar(
+            x + width / 2, [lenient.get(n, 0.0) for n in names], width, label="lenient", alpha=0.6
+        )
+        ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.08), ncol=2, frameon=False)
+    ax.set_xticks(
+        x,
+        names,
+        rotation=45 if len(names) > 4 else 0,
+        ha="right" if len(names) > 4 else "center",
+        fontsize=8,
+    )
+    if key != "score" or all(v <= 1.0 for v in values.values()):
+        ax.set_ylim(0, 1)
+    ax.set_ylabel(key)
+    ax.set_title(title, fontsize=10, loc="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _plot_confusion(confusion: dict[str, Any], path: Path, title: str) -> bool:
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(confusion["matrix"], dtype=float)
+    if matrix.size == 0:
+        return False
+    rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    side = max(4.0, 0.35 * matrix.shape[1] + 2)
+    fig, ax = plt.subplots(figsize=(side, side * matrix.shape[0] / matrix.shape[1] + 0.8))
+    image = ax.imshow(rows, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(matrix.shape[1]), confusion["columns"], rotation=90, fontsize=7)
+    ax.set_yticks(range(matrix.shape[0]), confusion["labels"], fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the reference class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _plot_ious(ious: list[float], path: Path, title: str) -> bool:
+    if not ious:
+        return False
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    ax.hist(ious, bins=np.linspace(0, 1, 21), color="tab:blue", edgecolor="white")
+    ax.axvline(0.5, color="tab:red", linestyle="--", linewidth=1, label="0.5")
+    ax.set_xlabel("IoU")
+    ax.set_ylabel("items")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _plots(out: Path, report: dict[str, Any], plot_data: dict[str, Any]) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+    except ImportError:
+        logger.warning("plots skipped: matplotlib is not installed (pip install matplotlib)")
+        return []
+    written: list[str] = []
+
+    def one(data: dict[str, Any], prefix: str, title: str) -> None:
+        for name, make in (
+            (
+                "by_type.png",
+                lambda p: _plot_by_type(data.get("by_type") or {}, p, f"{title}: by type"),
+            ),
+            (
+                "confusion_matrix.png",
+                lambda p: (
+                    bool(data.get("confusion"))
+                    and _plot_confusion(data["confusion"], p, f"{title}: confusion matrix")
+                ),
+            ),
+            ("iou_histogram.png", lambda p: _plot_ious(data.get("ious") or [], p, f"{title}: IoU")),
+        ):
+            path = out / f"{prefix}{name}"
+            if make(path):
+                written.append(path.name)
+
+    if report["task"] == "synth":
+        one({"by_type": report["by_type"]}, "", "synth, headline metric per task")
+        for sub, data in plot_data.items():
+            one(data, f"{sub}_", f"synth {sub}")
+    else:
+        one(plot_data, "", report["task"])
+    return written
+
+
+def write_outputs(
+    out: str | Path,
+    report: dict[str, Any],
+    items: list[dict[str, Any]],
+    plot_data: dict[str, Any] | None,
+) -> list[Path]:
+    """Write the evaluation's files under ``out`` (created if needed); returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
+        for item in items:
+            handle.write(_item_line(item) + "\n")
+    plot_files = _plots(out, report, plot_data) if plot_data is not None else []
+    report["plots"] = plot_files
+    (out / "report.json").write_text(
+        json.dumps(to_json_safe(report), indent=2, ensure_ascii=False) + "\n"
+    )
+    (out / "report.md").write_text(render_markdown(report, plot_files))
+    return [
+        out / "predictions.jsonl",
+        out / "report.json",
+        out / "report.md",
+        *(out / p for p in plot_files),
+    ]

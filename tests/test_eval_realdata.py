@@ -1,0 +1,146 @@
+"""`geoassist eval` on the real samples in ../shared/rs-samples (skipped when absent)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from geoassist.cli import main
+from geoassist.eval import evaluate
+from geoassist.eval.baselines import baseline_predictions
+from geoassist.eval.data import load_eval_data
+
+pytestmark = pytest.mark.realdata
+
+
+def test_rsvqa_lr_question_only_baseline(rs_samples, tmp_path):
+    records, root = load_eval_data(rs_samples / "rsvqa" / "LR_reduced", task="rsvqa")
+    predictions = baseline_predictions(records, "type_majority")
+    report = evaluate("rsvqa", records, predictions, root, tmp_path, progress=False)
+    assert report["n"] == 3003 and not report["missing_ids"]
+    assert set(report["by_type"]) == {"presence", "comp", "count", "rural_urban"}
+    # By hand from the answer counts of this excerpt (yes 670 / no 227 for presence, no 795 /
+    # yes 413 for comp, "0" 206 of 868 counts, rural 17 / urban 13): the majority answer, with
+    # each item's own answer left out, is right this often.
+    by_type = report["by_type"]
+    assert by_type["presence"]["accuracy"] == pytest.approx(670 / 897)
+    assert by_type["comp"]["accuracy"] == pytest.approx(795 / 1208)
+    assert by_type["count"]["accuracy"] == pytest.approx(206 / 868)
+    assert by_type["rural_urban"]["accuracy"] == pytest.approx(17 / 30)
+    m = report["metrics"]
+    assert m["overall_accuracy"] == pytest.approx((670 + 795 + 206 + 17) / 3003)
+    assert m["average_accuracy"] == pytest.approx(
+        (670 / 897 + 795 / 1208 + 206 / 868 + 17 / 30) / 4
+    )
+    assert m["count_rmse"] > 0 and 0 <= m["count_within_1"] <= 1
+    for entry in by_type.values():
+        assert 0.0 <= entry["accuracy"] <= 1.0 and 0.0 <= entry["lenient"] <= 1.0
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "predictions.jsonl",
+        "report.json",
+        "report.md",
+        "by_type.png",
+    }
+
+
+def test_rsvqa_hr_predictions_file_through_the_cli(rs_samples, tmp_path, capsys):
+    data = rs_samples / "rsvqa" / "HR_reduced"
+    records, _ = load_eval_data(data, task="rsvqa")
+    predictions = baseline_predictions(records, "question_prior")
+    dropped = sorted(predictions)[:3]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": k, "prediction": v}) + "\n"
+            for k, v in predictions.items()
+            if k not in dropped
+        )
+    )
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "eval",
+                "rsvqa",
+                "--predictions",
+                str(path),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == 300 and report["missing_ids"] == dropped
+    assert set(report["by_type"]) == {"presence", "comp", "count", "area"}
+    assert all(i.startswith("rsvqa_hr:") for i in report["missing_ids"])
+    types = Counter(r["qtype"] for r in records)
+    assert {t: e["n"] for t, e in report["by_type"].items()} == dict(types)
+    assert "3 record(s) had no prediction" in capsys.readouterr().out
+    # the baseline through the CLI scores the same as the file with nothing dropped
+    assert (
+        main(
+            [
+                "eval",
+                "rsvqa",
+                "--baseline",
+                "question_prior",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "b"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    full = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert full["metrics"]["overall_accuracy"] >= report["metrics"]["overall_accuracy"]
+
+
+def test_rsvqa_lr_model_path_on_real_images(rs_samples, tiny_model, tmp_path):
+    from geoassist.assistant import Assistant
+
+    records, root = load_eval_data(rs_samples / "rsvqa" / "LR_reduced", task="rsvqa")
+    report = evaluate(
+        "rsvqa",
+        records,
+        Assistant(tiny_model),
+        root,
+        tmp_path,
+        limit=6,
+        batch_size=3,
+        max_new_tokens=2,
+        progress=False,
+    )
+    assert (
+        report["n"] == 6 and report["errors"] == 0 and report["generation"]["items_per_second"] > 0
+    )
+
+
+def test_choice_subset(rs_samples, tmp_path):
+    data = rs_samples / "choice" / "CHOICE_subset"
+    records, root = load_eval_data(data, task="choice")
+    assert 0 < len(records) < 460  # only items whose image is present
+    tasks = Counter(r["task"] for r in records)
+    assert tasks["grounding"] >= 1 and tasks["refer_seg"] >= 1
+    predictions = {}
+    for r in records:
+        if r["task"] == "grounding":  # the reference quadrilateral, answered as its 0-1 box
+            q = r["meta"]["quad_normalized"]
+            xs, ys = [p[0] for p in q], [p[1] for p in q]
+            predictions[r["id"]] = f"({min(xs)}, {min(ys)}, {max(xs)}, {max(ys)})"
+        elif r["task"] == "vqa":
+            predictions[r["id"]] = r["answer"] + "."
+    report = evaluate("choice", records, predictions, root, tmp_path, progress=False)
+    by_type = report["by_type"]
+    assert by_type["visual_grounding"]["accuracy"] == 1.0
+    assert by_type["referring_expression_segmentation"]["accuracy"] == 0.0
+    n_seg = tasks["refer_seg"]
+    assert report["metrics"]["overall_accuracy"] == pytest.approx(1 - n_seg / len(records))
+    assert {"perception_accuracy", "reasoning_accuracy"} <= set(report["metrics"])
