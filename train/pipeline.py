@@ -266,12 +266,22 @@ def _ship(config: PipelineConfig, final: Path, summary: dict) -> None:
 
 
 def _pipeline_training_text(config: PipelineConfig, summary: dict) -> str:
+    used_for: dict[str, list[str]] = {}
+    for name in summary["data"]:
+        token = "{data:" + name + "}"
+        if any(token in json.dumps(stage) for stage in config.stages):
+            used_for.setdefault(name, []).append("training")
+        if any(token in e.data for e in config.evaluation):
+            used_for.setdefault(name, []).append("evaluation")
     lines = ["Data:"]
     for name, d in summary["data"].items():
+        role = " and ".join(used_for.get(name, ["unused"]))
         if "skipped" in d:
             lines.append(f"- `{name}`: skipped ({d['skipped']})")
         else:
-            lines.append(f"- `{name}` (recipe `{d['recipe']}`): {d['written']} records, by task {d['by_task']}")
+            lines.append(
+                f"- `{name}` (recipe `{d['recipe']}`, {role}): {d['written']} records, by task {d['by_task']}"
+            )
     lines.append("\nStages:")
     for index, s in sorted(summary["stages"].items()):
         lines.append(
