@@ -174,7 +174,7 @@ class Recipe:
 
 # --------------------------------------------------------------------------- registry
 
-RECIPE_MODULES = ("vqa", "change", "objects", "segmentation", "geosynth", "benchmarks")
+RECIPE_MODULES = ("vqa", "change", "objects", "segmentation", "geosynth", "benchmarks", "user")
 
 _REGISTRY: dict[str, Recipe] = {}
 _LOADED = False
