@@ -262,3 +262,34 @@ def _a(label: str) -> str:
     from .geometry import article
 
     return article(label)
+
+
+def obb_detection_record(
+    *,
+    source: str,
+    oid: str,
+    split: str,
+    image: str,
+    size: Sequence[int],
+    objects: Sequence[dict[str, Any]],
+    meta: dict[str, Any] | None = None,
+) -> Outcome:
+    """One oriented-detection record (``<obox>`` answers) for objects that carry 4-point ``points``."""
+    return make_record(
+        source=source,
+        oid=f"{oid}:detection_obb",
+        split=split,
+        task="detection",
+        images=[image],
+        argument="all objects",
+        oriented=True,
+        answer=format_objects(
+            [{"label": o["label"], "obox": corners_to_obbox(o["points"])} for o in objects], size
+        ),
+        targets={
+            "boxes": [_box_target(o) for o in objects],
+            "obboxes": [_poly_target(o) for o in objects],
+            "count": len(objects),
+        },
+        meta={"width": size[0], "height": size[1], **(meta or {})},
+    )

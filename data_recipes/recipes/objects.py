@@ -18,8 +18,10 @@ from ..core import (
     Recipe,
     RecipeInfo,
     Reject,
+    make_record,
     register,
     split_filter,
+    stable_pick,
 )
 from ..geometry import box_of_points, label_name
 from ..tasks import check_objects, object_records
@@ -270,3 +272,551 @@ class DOTAV2(_DOTA):
         url="https://captain-whu.github.io/DOTA/",
     )
     classes = DOTA_V2_CLASSES
+
+
+# --------------------------------------------------------------------------- DIOR
+
+DIOR_CLASSES = {
+    "airplane": "airplane",
+    "airport": "airport",
+    "baseballfield": "baseball field",
+    "basketballcourt": "basketball court",
+    "bridge": "bridge",
+    "chimney": "chimney",
+    "dam": "dam",
+    "expressway-service-area": "expressway service area",
+    "expressway-toll-station": "expressway toll station",
+    "golffield": "golf field",
+    "groundtrackfield": "ground track field",
+    "harbor": "harbor",
+    "overpass": "overpass",
+    "ship": "ship",
+    "stadium": "stadium",
+    "storagetank": "storage tank",
+    "tenniscourt": "tennis court",
+    "trainstation": "train station",
+    "vehicle": "vehicle",
+    "windmill": "windmill",
+}
+
+
+def _voc(path: Path) -> dict[str, Any]:
+    from geoassist.synth.readers import read_voc
+
+    return read_voc(path)
+
+
+@register
+class DIOR(Recipe):
+    """DIOR (and DIOR-R): 23,463 optical images (800², 0.5–30 m) with 20 classes, horizontal and oriented boxes.
+
+    Layout (release): ``JPEGImages-trainval/`` and ``JPEGImages-test/`` (``<id>.jpg``),
+    ``Annotations/Horizontal Bounding Boxes/<id>.xml`` (VOC ``bndbox``) and, for DIOR-R,
+    ``Annotations/Oriented Bounding Boxes/<id>.xml`` (``robndbox`` with ``x_left_top``…
+    corners), ``ImageSets/Main/{train,val,test}.txt``. Class names are matched without case
+    (``Expressway-Service-area``). Records: the object records on the horizontal boxes and,
+    when the oriented XML is there, a ``detection_obb`` record per image. Checked against the
+    layout mmrotate's and OBBDetection's DIOR loaders read; tested on GeoSynth's DIOR export
+    and hand-made files.
+    """
+
+    info = RecipeInfo(
+        name="dior",
+        title="DIOR / DIOR-R",
+        tasks=(
+            "detection",
+            "grounding",
+            "counting",
+            "vqa",
+            "referring",
+            "region_caption",
+            "caption",
+        ),
+        licence="academic use (DIOR terms)",
+        citation="K. Li, G. Wan, G. Cheng, L. Meng, J. Han. Object detection in optical remote sensing images: A survey and a new benchmark. ISPRS J. 159, 2020.",
+        layout="JPEGImages-{trainval,test}/<id>.jpg + Annotations/{Horizontal,Oriented} Bounding Boxes/<id>.xml + ImageSets/Main/<split>.txt",
+        splits=("train", "val", "test"),
+        checked_against="mmrotate / OBBDetection DIOR loaders' layout; fake files",
+        url="https://gcheng-nwpu.github.io/",
+    )
+
+    def _splits(self, src: Path) -> dict[str, Path]:
+        folder = src / "ImageSets" / "Main"
+        found = {p.stem: p for p in sorted(folder.glob("*.txt"))} if folder.is_dir() else {}
+        if "trainval" in found and ("train" in found or "val" in found):
+            found.pop("trainval")
+        return found
+
+    def check(self, src: Path) -> None:
+        super().check(src)
+        if not self._splits(src) or not (src / "Annotations").is_dir():
+            raise DatasetNotFoundError(
+                f"no ImageSets/Main/<split>.txt and Annotations/ in {src}; expected {self.info.layout}"
+            )
+
+    def detect(self, src: Path) -> bool:
+        return (
+            bool(self._splits(src)) and (src / "Annotations" / "Horizontal Bounding Boxes").is_dir()
+        )
+
+    def available_splits(self, src: Path) -> list[str]:
+        return list(self._splits(src))
+
+    def items(
+        self, src: Path, splits: Sequence[str] | None, options: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        found = self._splits(src)
+        image_dirs = sorted(d.name for d in src.glob("JPEGImages*") if d.is_dir())
+        for split in split_filter(splits, list(found), self.info.name):
+            for image_id in found[split].read_text().split():
+                image = next(
+                    (
+                        f"{d}/{image_id}.jpg"
+                        for d in image_dirs
+                        if (src / d / f"{image_id}.jpg").is_file()
+                    ),
+                    None,
+                )
+                yield {"id": image_id, "split": split, "image": image}
+
+    def convert(self, item: dict[str, Any], ctx: Context) -> Iterable[Outcome]:
+        import xml.etree.ElementTree as ET
+
+        rid = f"{self.info.name}:{item['id']}"
+        if item["image"] is None:
+            return [Reject(rid, "missing image", f"{item['id']}.jpg in no JPEGImages* folder")]
+        problem = ctx.reject_for(rid, item["image"])
+        if problem:
+            return [problem]
+        size = ctx.image_size(item["image"])
+        hbb = ctx.src / "Annotations" / "Horizontal Bounding Boxes" / f"{item['id']}.xml"
+        obb = ctx.src / "Annotations" / "Oriented Bounding Boxes" / f"{item['id']}.xml"
+        if not hbb.is_file():
+            return [Reject(rid, "malformed annotation", f"missing {hbb.relative_to(ctx.src)}")]
+        outcomes: list[Outcome] = []
+        try:
+            horizontal = _voc(hbb)["objects"]
+            oriented = _voc(obb)["objects"] if obb.is_file() else None
+        except (ET.ParseError, TypeError, ValueError) as exc:
+            return [Reject(rid, "malformed annotation", f"{type(exc).__name__}: {exc}")]
+        classes = {k.lower(): v for k, v in DIOR_CLASSES.items()}
+
+        def objects_of(raw: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+            out = []
+            for n, o in enumerate(raw):
+                name = str(o.get("name") or "").strip()
+                if key not in o:
+                    outcomes.append(
+                        Dropped(rid, "malformed annotation", f"object {n} has no {key}")
+                    )
+                    continue
+                label = classes.get(name.lower())
+                obj = {
+                    "class": name,
+                    "label": label or name,
+                    "box": o["box"] if key == "box" else box_of_points(o["polygon"]),
+                }
+                if key == "polygon":
+                    obj["points"] = [list(p) for p in o["polygon"]]
+                out.append(obj)
+            return out
+
+        known = list(DIOR_CLASSES) + [
+            k for k in (o.get("name") for o in horizontal) if k and k.lower() in classes
+        ]
+        kept, dropped = check_objects(rid, objects_of(horizontal, "box"), size, known)
+        outcomes += dropped
+        outcomes += object_records(
+            source=self.info.name,
+            oid=item["id"],
+            split=item["split"],
+            image=item["image"],
+            size=size,
+            objects=kept,
+            class_labels=list(DIOR_CLASSES.values()),
+        )
+        if oriented is not None:
+            from ..tasks import obb_detection_record
+
+            raw_obb = objects_of(oriented, "polygon")
+            kept_obb, dropped_obb = check_objects(
+                f"{rid}:obb",
+                raw_obb,
+                size,
+                known + [o["class"] for o in raw_obb if o["class"].lower() in classes],
+            )
+            outcomes += dropped_obb
+            outcomes.append(
+                obb_detection_record(
+                    source=self.info.name,
+                    oid=item["id"],
+                    split=item["split"],
+                    image=item["image"],
+                    size=size,
+                    objects=kept_obb,
+                )
+            )
+        return outcomes
+
+
+# --------------------------------------------------------------------------- FAIR1M
+
+
+@register
+class FAIR1M(Recipe):
+    """FAIR1M: fine-grained oriented objects (37 types of planes, ships, vehicles, courts, roads) in GF images.
+
+    Layout (release): ``train/part*/images/<n>.tif`` with ``train/part*/labelXml/<n>.xml``
+    (``validation/`` likewise; any folder holding ``images/`` + ``labelXml/`` is read, the split
+    being the top folder). Each ``<object>`` names its class in ``possibleresult/name`` and its
+    outline in ``points/point`` (``x,y`` pairs, the first repeated at the end). Records: object
+    records with oriented targets and ``<obox>`` detection. Checked against the FAIR1M XML
+    schema described with the dataset (ISPRS 2022) and loaders converting it to DOTA; tested on
+    fake files.
+    """
+
+    info = RecipeInfo(
+        name="fair1m",
+        title="FAIR1M",
+        tasks=(
+            "detection",
+            "grounding",
+            "counting",
+            "vqa",
+            "referring",
+            "region_caption",
+            "caption",
+        ),
+        licence="academic use (FAIR1M / Gaofen challenge terms)",
+        citation="X. Sun, P. Wang, Z. Yan et al. FAIR1M: A benchmark dataset for fine-grained object recognition in high-resolution remote sensing imagery. ISPRS J. 184, 2022.",
+        layout="<split>/[part*/]images/<n>.tif + <split>/[part*/]labelXml/<n>.xml",
+        splits=("train", "validation"),
+        checked_against="FAIR1M XML schema (possibleresult/name, points/point); fake files",
+        url="https://www.gaofen-challenge.com/benchmark",
+    )
+
+    def _folders(self, src: Path) -> list[Path]:
+        return (
+            sorted(
+                p.parent
+                for p in src.rglob("labelXml")
+                if p.is_dir() and (p.parent / "images").is_dir()
+            )
+            if src.is_dir()
+            else []
+        )
+
+    def check(self, src: Path) -> None:
+        super().check(src)
+        if not self._folders(src):
+            raise DatasetNotFoundError(
+                f"no images/ + labelXml/ folders under {src}; expected {self.info.layout}"
+            )
+
+    def detect(self, src: Path) -> bool:
+        return bool(self._folders(src))
+
+    def _split_of(self, src: Path, folder: Path) -> str:
+        rel = folder.relative_to(src)
+        return rel.parts[0] if rel.parts else "all"
+
+    def available_splits(self, src: Path) -> list[str]:
+        return sorted({self._split_of(src, f) for f in self._folders(src)})
+
+    def items(
+        self, src: Path, splits: Sequence[str] | None, options: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        wanted = split_filter(splits, self.available_splits(src), self.info.name)
+        for folder in self._folders(src):
+            split = self._split_of(src, folder)
+            if split not in wanted:
+                continue
+            for xml in sorted((folder / "labelXml").glob("*.xml")):
+                image = _find_image(folder / "images", xml.stem)
+                prefix = folder.relative_to(src).as_posix()
+                prefix = f"{prefix}/" if prefix != "." else ""
+                yield {
+                    "id": f"{prefix}{xml.stem}",
+                    "split": split,
+                    "xml": xml.relative_to(src).as_posix(),
+                    "image": f"{prefix}images/{image}" if image else None,
+                }
+
+    def convert(self, item: dict[str, Any], ctx: Context) -> Iterable[Outcome]:
+        import xml.etree.ElementTree as ET
+
+        rid = f"{self.info.name}:{item['id']}"
+        if item["image"] is None:
+            return [Reject(rid, "missing image", f"no image for {item['xml']}")]
+        problem = ctx.reject_for(rid, item["image"])
+        if problem:
+            return [problem]
+        size = ctx.image_size(item["image"])
+        try:
+            root = ET.parse(ctx.src / item["xml"]).getroot()
+        except ET.ParseError as exc:
+            return [Reject(rid, "malformed annotation", str(exc))]
+        outcomes: list[Outcome] = []
+        objects = []
+        for n, obj in enumerate(root.iter("object")):
+            name = (obj.findtext("possibleresult/name") or "").strip()
+            try:
+                points = [
+                    [float(v) for v in p.text.split(",")] for p in obj.iter("point") if p.text
+                ]
+            except ValueError:
+                points = []
+            if len(points) >= 2 and points[0] == points[-1]:
+                points = points[:-1]
+            if not name or len(points) < 3 or any(len(p) != 2 for p in points):
+                outcomes.append(
+                    Dropped(
+                        rid,
+                        "malformed annotation",
+                        f"object {n}: class {name!r}, {len(points)} points",
+                    )
+                )
+                continue
+            objects.append(
+                {
+                    "class": name,
+                    "label": label_name(name),
+                    "box": box_of_points(points),
+                    "points": points[:4] if len(points) >= 4 else points,
+                }
+            )
+        kept, dropped = check_objects(rid, objects, size)
+        outcomes += dropped
+        labels = sorted({o["label"] for o in kept})
+        outcomes += object_records(
+            source=self.info.name,
+            oid=item["id"],
+            split=item["split"],
+            image=item["image"],
+            size=size,
+            objects=kept,
+            class_labels=labels,
+            oriented=True,
+            n_negatives=0,
+        )
+        return outcomes
+
+
+# --------------------------------------------------------------------------- DIOR-RSVG, RSVGD
+
+
+class _VOCReferring(Recipe):
+    """VOC-style XML with a ``<description>`` per object; split files list global object indices."""
+
+    def _annotations(self, src: Path) -> list[Path]:
+        return sorted((src / "Annotations").glob("*.xml")) if (src / "Annotations").is_dir() else []
+
+    def check(self, src: Path) -> None:
+        super().check(src)
+        if not self._annotations(src) or not (src / "JPEGImages").is_dir():
+            raise DatasetNotFoundError(
+                f"no Annotations/*.xml and JPEGImages/ in {src}; expected {self.info.layout}"
+            )
+
+    def available_splits(self, src: Path) -> list[str]:
+        found = [s for s in ("train", "val", "test") if (src / f"{s}.txt").is_file()]
+        return found or ["all"]
+
+    def items(
+        self, src: Path, splits: Sequence[str] | None, options: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        import xml.etree.ElementTree as ET
+
+        available = self.available_splits(src)
+        wanted = split_filter(splits, available, self.info.name)
+        index_split: dict[int, str] = {}
+        if available != ["all"]:
+            for split in available:
+                for token in (src / f"{split}.txt").read_text().split():
+                    index_split[int(token)] = split
+        count = 0
+        for xml in self._annotations(src):
+            try:
+                root = ET.parse(xml).getroot()
+            except ET.ParseError as exc:
+                yield {"id": xml.stem, "split": "?", "error": str(exc)}
+                continue
+            filename = root.findtext("filename") or f"{xml.stem}.jpg"
+            size = root.find("size")
+            objects = []
+            for obj in root.findall("object"):
+                box = obj.find("bndbox")
+                objects.append(
+                    {
+                        "index": count,
+                        "name": obj.findtext("name"),
+                        "box": [
+                            float(box.findtext(k) or "nan")
+                            for k in ("xmin", "ymin", "xmax", "ymax")
+                        ]
+                        if box is not None
+                        else None,
+                        "description": (obj.findtext("description") or "").strip(),
+                    }
+                )
+                count += 1
+            for obj in objects:
+                split = index_split.get(obj["index"], "all" if available == ["all"] else None)
+                if split is None or split not in wanted:
+                    continue
+                yield {
+                    "id": str(obj["index"]),
+                    "split": split,
+                    "image": f"JPEGImages/{filename}",
+                    "object": obj,
+                    "others": [
+                        {"name": o["name"], "box": o["box"]} for o in objects if o is not obj
+                    ],
+                    "xml": xml.name,
+                    "size": [int(size.findtext("width") or 0), int(size.findtext("height") or 0)]
+                    if size is not None
+                    else None,
+                }
+
+    def convert(self, item: dict[str, Any], ctx: Context) -> Iterable[Outcome]:
+        rid = f"{self.info.name}:{item['id']}"
+        if "error" in item:
+            return [Reject(rid, "malformed annotation", item["error"])]
+        problem = ctx.reject_for(rid, item["image"])
+        if problem:
+            return [problem]
+        size = ctx.image_size(item["image"])
+        obj = item["object"]
+        if not obj["description"]:
+            return [Reject(rid, "missing question", "object has no <description>")]
+        box = obj["box"]
+        if box is None or not all(v == v for v in box):
+            return [Reject(rid, "malformed annotation", "object has no bndbox")]
+        kept, dropped = check_objects(
+            rid,
+            [
+                {
+                    "class": obj["name"],
+                    "label": label_name(
+                        DIOR_CLASSES.get(str(obj["name"]).lower(), str(obj["name"]))
+                    ),
+                    "box": box,
+                }
+            ],
+            size,
+        )
+        if not kept:
+            return [Reject(rid, d.reason, d.detail) for d in dropped]
+        target = kept[0]
+        common = {
+            "source": self.info.name,
+            "split": item["split"],
+            "images": [item["image"]],
+            "meta": {"width": size[0], "height": size[1], "class": obj["name"], "xml": item["xml"]},
+        }
+        from geoassist.formats import format_box
+
+        outcomes: list[Outcome] = [
+            make_record(
+                oid=item["id"],
+                task="referring",
+                argument=obj["description"],
+                answer=format_box(target["box"], size),
+                targets={
+                    "boxes": [
+                        {"label": obj["description"], "box": target["box"], "class": obj["name"]}
+                    ],
+                    "count": 1,
+                },
+                **common,
+            ),
+            make_record(
+                oid=f"{item['id']}:region",
+                task="region_caption",
+                region=format_box(target["box"], size),
+                answer=obj["description"][0].upper() + obj["description"][1:],
+                targets={
+                    "boxes": [
+                        {"label": obj["description"], "box": target["box"], "class": obj["name"]}
+                    ],
+                    "count": 1,
+                },
+                **common,
+            ),
+        ]
+        # a negative: the same words about a class this image does not show are answered "none"
+        present = {str(o["name"]).lower() for o in [obj, *item["others"]]}
+        absent = [c for c in DIOR_CLASSES if c not in present]
+        if absent and str(obj["name"]).lower() in DIOR_CLASSES:
+            other = DIOR_CLASSES[stable_pick(f"{rid}:absent", absent, 1)[0]]
+            phrase = (
+                obj["description"].lower().replace(DIOR_CLASSES[str(obj["name"]).lower()], other)
+            )
+            if phrase != obj["description"].lower():
+                outcomes.append(
+                    make_record(
+                        oid=f"{item['id']}:none",
+                        task="referring",
+                        argument=phrase,
+                        answer="none",
+                        targets={"boxes": [], "count": 0},
+                        **common,
+                    )
+                )
+        return outcomes
+
+
+@register
+class DIORRSVG(_VOCReferring):
+    """DIOR-RSVG: 38,320 referring expressions over 17,402 DIOR images (box + description per object).
+
+    Layout (ZhanYang-nwpu/RSVG-pytorch): ``Annotations/<id>.xml`` (VOC with a ``<description>``
+    per ``<object>``), ``JPEGImages/<id>.jpg``, and ``{train,val,test}.txt`` listing *object*
+    indices counted over all objects of the annotation files in file-name order, as the
+    authors' loader counts them. Records: ``referring`` (expression → box), the reverse
+    ``region_caption`` (box → expression), and a negative whose class word is swapped for one
+    absent from the image (answer ``none``). Checked against the authors' data loader and
+    their sample annotation; tested on fake files.
+    """
+
+    info = RecipeInfo(
+        name="dior_rsvg",
+        title="DIOR-RSVG",
+        tasks=("referring", "region_caption"),
+        licence="academic use (DIOR terms)",
+        citation="Y. Zhan, Z. Xiong, Y. Yuan. RSVG: Exploring Data and Models for Visual Grounding on Remote Sensing Data. IEEE TGRS 61, 2023.",
+        layout="Annotations/<id>.xml (bndbox + description) + JPEGImages/<id>.jpg + {train,val,test}.txt (object indices)",
+        splits=("train", "val", "test"),
+        checked_against="RSVG-pytorch data_loader.py and RSVGD/Annotations/00001.xml; fake files",
+        url="https://github.com/ZhanYang-nwpu/RSVG-pytorch",
+    )
+
+    def detect(self, src: Path) -> bool:
+        files = self._annotations(src)
+        return (
+            bool(files)
+            and "<description>" in files[0].read_text(errors="replace")
+            and self.info.name == "dior_rsvg"
+        )
+
+
+@register
+class RSVG(_VOCReferring):
+    """RSVG(D): the visual-grounding set distributed with RSVG-pytorch as ``RSVGD/`` (same schema as DIOR-RSVG).
+
+    Layout: ``Annotations/*.xml`` with ``<description>``, ``JPEGImages/``, ``{train,val,test}.txt``
+    of object indices (or no split files: split ``all``). Records as ``dior_rsvg``. Checked
+    against the RSVGD files in RSVG-pytorch; tested on fake files.
+    """
+
+    info = RecipeInfo(
+        name="rsvg",
+        title="RSVG (RSVGD)",
+        tasks=("referring", "region_caption"),
+        licence="academic use",
+        citation="Y. Zhan, Z. Xiong, Y. Yuan. RSVG: Exploring Data and Models for Visual Grounding on Remote Sensing Data. IEEE TGRS 61, 2023; Y. Sun, S. Feng, X. Li et al. Visual Grounding in Remote Sensing Images. ACM MM 2022.",
+        layout="Annotations/<id>.xml (bndbox + description) + JPEGImages/ + [{train,val,test}.txt]",
+        splits=("train", "val", "test"),
+        checked_against="RSVG-pytorch RSVGD/ split files and annotation; fake files",
+        url="https://github.com/ZhanYang-nwpu/RSVG-pytorch",
+    )
