@@ -75,6 +75,8 @@ class RunResult:
     losses: list[tuple[int, float]]
     stopped_by_signal: bool
     scores: dict[str, Any]
+    loop_seconds: float = 0.0  # time spent in the training loop of this invocation
+    samples: int = 0  # samples processed in this invocation (all processes)
 
 
 def _schedule(config: TrainConfig):
@@ -289,7 +291,9 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
     progress.close()
     log.close()
 
-    result = RunResult(out_dir, None, step, losses, stop.signal is not None, {})
+    result = RunResult(
+        out_dir, None, step, losses, stop.signal is not None, {}, time.perf_counter() - start_time, samples_seen
+    )
     if stop.signal is not None or not main:
         return result
     elapsed = elapsed_before + time.perf_counter() - start_time
