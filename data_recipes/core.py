@@ -174,7 +174,16 @@ class Recipe:
 
 # --------------------------------------------------------------------------- registry
 
-RECIPE_MODULES = ("vqa", "change", "objects", "segmentation", "geosynth", "benchmarks", "user")
+RECIPE_MODULES = (
+    "vqa",
+    "change",
+    "objects",
+    "segmentation",
+    "geosynth",
+    "benchmarks",
+    "user",
+    "captions",
+)
 
 _REGISTRY: dict[str, Recipe] = {}
 _LOADED = False
