@@ -55,7 +55,7 @@ class FrozenSentenceEncoder(nn.Module):
     def forward(self, texts: list[str]) -> torch.Tensor:
         device = next(self.encoder.parameters()).device
         return self.encoder.encode(
-            texts, convert_to_tensor=True, device=str(device), normalize_embeddings=True
+            texts, convert_to_tensor=True, device=str(device), normalize_embeddings=True, show_progress_bar=False
         ).clone()
 
 
