@@ -5,6 +5,7 @@ Layout (safetensors only; nothing is ever unpickled)::
     config.json              ModelConfig (vision, projector, LM, LoRA, preprocessing)
     preprocess.json          bands, mean/std, size — what a caller needs to feed images
     vision.safetensors       the open_clip vision tower, keys ``visual.*`` (open_clip's layout)
+    band_adapter.safetensors the learned band adapter, only when vision.in_bands != 3
     projector.safetensors    projector + temporal embedding
     lm/                      the full LM (transformers folder) — for random or merged LMs
     lm_adapter/              or: a peft LoRA adapter over the base LM named in config.json
@@ -95,7 +96,12 @@ def _model_card(model, folder_name: str, card: dict[str, Any] | None) -> str:
         f"- language model: {config.lm.source} {config.lm.name_or_path or ''}".rstrip(),
         f"- LoRA: {f'r={config.lora.r} alpha={config.lora.alpha}' if config.lora.enabled else 'none'}",
         f"- parameters: {n_params / 1e6:.1f} M",
-        f"- input bands: {', '.join(config.preprocess.bands)}; size {config.preprocess.image_size}",
+        f"- input bands: {', '.join(config.preprocess.bands)}; size {config.preprocess.image_size}"
+        + (
+            f"; learned band adapter {config.vision.in_bands} → 3 before the ViT"
+            if config.vision.in_bands != 3
+            else ""
+        ),
         "",
         "## Training data",
         card.get("training_data", "Not recorded (untrained or trained outside `geoassist train`)."),
@@ -164,6 +170,10 @@ def save_checkpoint(
             json.dumps(_as_plain(config.preprocess), indent=2) + "\n"
         )
         _write_safetensors(model.vision.open_clip_state_dict(), tmp / "vision.safetensors", dtype)
+        if model.vision.band_adapter is not None:
+            _write_safetensors(
+                model.vision.band_adapter.state_dict(), tmp / "band_adapter.safetensors", dtype
+            )
         _write_safetensors(model.projector.state_dict(), tmp / "projector.safetensors", dtype)
         model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         (tmp / "README.md").write_text(_model_card(model, folder.name, card))
@@ -254,6 +264,13 @@ def load_checkpoint(
         model.vision.visual, _read_safetensors(folder / "vision.safetensors"), "visual.", folder
     )
     _load_into(model.projector, _read_safetensors(folder / "projector.safetensors"), "", folder)
+    if model.vision.band_adapter is not None:
+        _load_into(
+            model.vision.band_adapter,
+            _read_safetensors(folder / "band_adapter.safetensors"),
+            "",
+            folder,
+        )
     model.checkpoint_meta = meta
     return model.to(device)
 

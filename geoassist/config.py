@@ -52,8 +52,23 @@ class VisionConfig:
     # Keep the class token among the visual tokens (False: patch tokens only).
     use_cls_token: bool = False
     weights: str | None = None
+    # Input bands. Anything but 3 puts a learned 1×1-conv band adapter (in_bands → 3) before
+    # the ViT's patch embedding, so a standard RGB tower reads multispectral input.
+    in_bands: int = 3
+    # 0-based input bands that the adapter initially passes to the tower's R, G, B channels
+    # (e.g. Sentinel-2 B04, B03, B02); None starts from the mean of all bands.
+    band_adapter_init: list[int] | None = None
 
     def __post_init__(self) -> None:
+        _check(1 <= self.in_bands <= 64, f"vision in_bands must be in 1..64, got {self.in_bands}")
+        if self.band_adapter_init is not None:
+            self.band_adapter_init = [int(i) for i in self.band_adapter_init]
+            _check(
+                len(self.band_adapter_init) == 3
+                and all(0 <= i < self.in_bands for i in self.band_adapter_init),
+                f"vision band_adapter_init must name 3 input bands in 0..{self.in_bands - 1}, "
+                f"got {self.band_adapter_init}",
+            )
         if self.open_clip_arch is not None:
             return
         _check(
@@ -203,6 +218,11 @@ class PreprocessConfig:
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     # Non-uint8 imagery is stretched per band between these percentiles of its valid pixels.
     stretch_percentiles: tuple[float, float] = (2.0, 98.0)
+    # Sensor preset (geoassist.sensors) whose scale/offset turn DNs into reflectance for a
+    # multi-band encoder; mean/std are then in reflectance units.
+    sensor: str | None = None
+    # Ground sample distance the encoder was trained at; large scenes are tiled at this GSD.
+    gsd_m: float | None = None
 
     def __post_init__(self) -> None:
         self.stretch_percentiles = tuple(self.stretch_percentiles)
@@ -217,6 +237,11 @@ class PreprocessConfig:
             0 <= lo < hi <= 100,
             "preprocess stretch_percentiles must satisfy 0 <= low < high <= 100",
         )
+        _check(self.gsd_m is None or self.gsd_m > 0, "preprocess gsd_m must be positive")
+        if self.sensor is not None:
+            from geoassist.sensors import get_sensor
+
+            get_sensor(self.sensor)  # raises ConfigError naming the presets
 
 
 @dataclass
@@ -251,8 +276,10 @@ class ModelConfig:
             f"({vision.image_size}); set both to the same value",
         )
         _check(
-            len(self.preprocess.bands) == 3,
-            "the vision tower takes 3 channels; preprocess.bands must name 3 bands",
+            len(self.preprocess.bands) == self.vision.in_bands,
+            f"the vision tower takes {self.vision.in_bands} bands (vision.in_bands); "
+            f"preprocess.bands names {len(self.preprocess.bands)}: give one name, mean and std "
+            "per input band",
         )
         grid = vision.image_size // vision.patch_size
         _check(

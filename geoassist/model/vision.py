@@ -5,6 +5,11 @@ the config), so its weights stay in open_clip's layout — ``visual.*`` keys —
 remain convertible to a transformers CLIP vision model. Only the forward pass
 is ours: it stops at ``feature_layer`` and interpolates the position embedding
 when the input size differs from the size the tower was built for.
+
+For multispectral input (``VisionConfig.in_bands != 3``) a :class:`BandAdapter`
+— a learned 1×1 convolution from the input bands to 3 channels — runs before
+the tower's patch embedding. It lives beside the tower (``band_adapter.*``,
+saved in its own file), so the tower itself stays a plain open_clip ViT.
 """
 
 from __future__ import annotations
@@ -18,9 +23,38 @@ import torch.utils.checkpoint
 from torch import nn
 
 from geoassist.config import VisionConfig
-from geoassist.errors import CheckpointError, ModelNotFoundError, UnsafeCheckpointError
+from geoassist.errors import (
+    BandMismatchError,
+    CheckpointError,
+    ModelNotFoundError,
+    UnsafeCheckpointError,
+)
 
 OPEN_CLIP_PREFIX = "visual."
+
+
+class BandAdapter(nn.Module):
+    """A per-pixel linear map from ``in_bands`` standardised bands to the tower's 3 channels.
+
+    Initialised to pass ``init_rgb`` (three input band positions) straight to R, G, B, so a
+    tower pretrained on RGB starts from a true-colour view; without ``init_rgb`` every
+    channel starts as the mean of all bands.
+    """
+
+    def __init__(self, in_bands: int, init_rgb: list[int] | None = None):
+        super().__init__()
+        self.conv = nn.Conv2d(in_bands, 3, kernel_size=1)
+        with torch.no_grad():
+            self.conv.bias.zero_()
+            if init_rgb is None:
+                self.conv.weight.fill_(1.0 / in_bands)
+            else:
+                self.conv.weight.zero_()
+                for channel, band in enumerate(init_rgb):
+                    self.conv.weight[channel, band, 0, 0] = 1.0
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.conv(pixel_values)
 
 
 class VisionTower(nn.Module):
@@ -32,6 +66,9 @@ class VisionTower(nn.Module):
         cfg = CLIPVisionCfg(**config.open_clip_vision_cfg())
         self.visual = _build_vision_tower(
             self.config.embed_dim, cfg, quick_gelu=self.config.quick_gelu
+        )
+        self.band_adapter = (
+            BandAdapter(config.in_bands, config.band_adapter_init) if config.in_bands != 3 else None
         )
         n_blocks = len(self.visual.transformer.resblocks)
         self.num_blocks_used = self.config.feature_layer % n_blocks + 1
@@ -62,10 +99,23 @@ class VisionTower(nn.Module):
         patch_pos = grid.permute(0, 2, 3, 1).reshape(grid_h * grid_w, -1).to(pos.dtype)
         return torch.cat([cls_pos, patch_pos], dim=0)
 
+    def adapt(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, in_bands, H, W) → (B, 3, H, W) through the band adapter (unchanged for RGB towers)."""
+        expected = self.config.in_bands
+        if pixel_values.shape[1] != expected:
+            raise BandMismatchError(
+                f"the vision tower takes {expected} band(s), got pixel values with "
+                f"{pixel_values.shape[1]}; preprocess images with this model's preprocess config"
+            )
+        if self.band_adapter is None:
+            return pixel_values
+        weight = self.band_adapter.conv.weight
+        return self.band_adapter(pixel_values.to(weight.dtype))
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) → (B, N, width) tokens of block ``feature_layer`` (patch tokens, + CLS if configured)."""
+        """(B, in_bands, H, W) → (B, N, width) tokens of block ``feature_layer`` (patch tokens, + CLS if configured)."""
         visual = self.visual
-        x = visual.conv1(pixel_values.to(visual.conv1.weight.dtype))
+        x = visual.conv1(self.adapt(pixel_values).to(visual.conv1.weight.dtype))
         grid_h, grid_w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -87,7 +137,7 @@ class VisionTower(nn.Module):
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """open_clip's pooled, projected image embedding (for contrastive training and retrieval)."""
-        return self.visual(pixel_values)
+        return self.visual(self.adapt(pixel_values))
 
     def open_clip_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights under open_clip's key names (``visual.*``), ready for a CLIP checkpoint."""
