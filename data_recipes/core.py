@@ -183,6 +183,7 @@ RECIPE_MODULES = (
     "benchmarks",
     "user",
     "captions",
+    "scenes",
 )
 
 _REGISTRY: dict[str, Recipe] = {}
