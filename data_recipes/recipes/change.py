@@ -560,8 +560,15 @@ class LEVIRCC(Recipe):
         url="https://github.com/Chen-Yang-Liu/RSICC",
     )
 
+    json_name = "LevirCCcaptions.json"
+    split_in_id = False
+
+    def _pair_paths(self, im: dict[str, Any]) -> tuple[str, str]:
+        folder = f"images/{im.get('filepath', im['split'])}"
+        return f"{folder}/A/{im['filename']}", f"{folder}/B/{im['filename']}"
+
     def _form(self, src: Path) -> str:
-        if (src / "LevirCCcaptions.json").is_file():
+        if (src / self.json_name).is_file():
             return "json"
         if (src / "tokens").is_dir() and (src / "A").is_dir():
             return "tokens"
@@ -599,7 +606,7 @@ class LEVIRCC(Recipe):
 
     def available_splits(self, src: Path) -> list[str]:
         if self._form(src) == "json":
-            data = json.loads((src / "LevirCCcaptions.json").read_text(encoding="utf-8"))
+            data = json.loads((src / self.json_name).read_text(encoding="utf-8"))
             return sorted({im["split"] for im in data["images"]}, key=_split_order)
         return sorted({i["split"] for i in self._token_items(src)}, key=_split_order)
 
@@ -610,17 +617,19 @@ class LEVIRCC(Recipe):
         if self._form(src) == "tokens":
             yield from (i for i in self._token_items(src) if i["split"] in wanted)
             return
-        data = json.loads((src / "LevirCCcaptions.json").read_text(encoding="utf-8"))
+        data = json.loads((src / self.json_name).read_text(encoding="utf-8"))
         for im in data["images"]:
             if im["split"] not in wanted:
                 continue
-            folder = f"images/{im.get('filepath', im['split'])}"
+            before, after = self._pair_paths(im)
             yield {
-                "id": Path(im["filename"]).stem,
+                "id": f"{im['split']}/{Path(im['filename']).stem}"
+                if self.split_in_id
+                else Path(im["filename"]).stem,
                 "split": im["split"],
                 "form": "json",
-                "before": f"{folder}/A/{im['filename']}",
-                "after": f"{folder}/B/{im['filename']}",
+                "before": before,
+                "after": after,
                 "captions": [
                     s.get("raw", " ".join(s.get("tokens", []))) for s in im.get("sentences", [])
                 ],
@@ -675,6 +684,48 @@ class LEVIRCC(Recipe):
                 **common,
             ),
         ]
+        return outcomes
+
+
+@register
+class SECONDCC(LEVIRCC):
+    """SECOND-CC: 6,041 SECOND-derived pairs (256²) with five change captions each and semantic maps.
+
+    Layout (ChangeCapsInRS/SecondCC release): ``SECOND-CC-AUG.json`` (Karpathy-style ``images`` with
+    ``filename``, ``split``, ``sentences[].raw`` and ``changeflag``) and
+    ``<split>/rgb/{A,B}/<filename>`` (semantic maps in ``<split>/sem/{A,B}/``, recorded in
+    ``meta``). Records as ``levir_cc``; ids carry the split because file names repeat across
+    splits. Checked against the directory layout documented by users of the release; tested
+    on fake files.
+    """
+
+    info = RecipeInfo(
+        name="second_cc",
+        title="SECOND-CC",
+        tasks=("change_caption", "change_qa"),
+        licence="academic use (SECOND imagery); see the SECOND-CC release",
+        citation="A. Karaca, M. Ozelbas, S. Berber et al. Robust Change Captioning in Remote Sensing: SECOND-CC Dataset and MModalCC Framework. IEEE JSTARS, 2025.",
+        layout="SECOND-CC-AUG.json + <split>/rgb/{A,B}/<name>.png (+ <split>/sem/{A,B}/)",
+        splits=("train", "val", "test"),
+        checked_against="SECOND-CC release layout (JSON + <split>/rgb, <split>/sem); fake files",
+        url="https://github.com/ChangeCapsInRS/SecondCC",
+    )
+    json_name = "SECOND-CC-AUG.json"
+    split_in_id = True
+
+    def _pair_paths(self, im: dict[str, Any]) -> tuple[str, str]:
+        split = im.get("filepath", im["split"])
+        return f"{split}/rgb/A/{im['filename']}", f"{split}/rgb/B/{im['filename']}"
+
+    def detect(self, src: Path) -> bool:
+        return (src / self.json_name).is_file()
+
+    def convert(self, item: dict[str, Any], ctx: Context) -> Iterable[Outcome]:
+        outcomes = list(super().convert(item, ctx))
+        sem = [item["before"].replace("/rgb/", "/sem/"), item["after"].replace("/rgb/", "/sem/")]
+        for outcome in outcomes:
+            if isinstance(outcome, dict) and all((ctx.src / p).is_file() for p in sem):
+                outcome["meta"]["semantic_maps"] = sem
         return outcomes
 
 

@@ -350,3 +350,299 @@ class RSIVQA(Recipe):
                 meta={"width": width, "height": height, "set": Path(item["file"]).parent.name},
             )
         ]
+
+
+# --------------------------------------------------------------------------- RSVLM-QA
+
+
+@register
+class RSVLMQA(Recipe):
+    """RSVLM-QA: 162,373 QA pairs (and captions) over 13,820 WHU, LoveDA, INRIA and iSAID images.
+
+    Layout (StarZi0213/RSVLM-QA): the annotation ``*.jsonl`` files (one image a line, with
+    ``image_path`` or ``image``, an ``id``, QA lists such as ``vqa_pairs``, ``count_vqa_pairs`` and
+    ``gpt4_refined_vqa_pairs`` whose items carry ``question``, ``answer``, ``question_type`` and
+    ``question_id``, and a ``caption`` when present) and the images they name, relative to the
+    folder (or the option ``image_dir``). Every QA list is read; ``qtype`` is the item's
+    ``question_type``; counting items become ``counting`` records. The split is the file name's
+    ``train``/``val``/``test`` part, else ``all``. Checked against the field names of the authors'
+    generation script (``generate_count_vqa_pairs.py``); tested on fake files.
+    """
+
+    info = RecipeInfo(
+        name="rsvlm_qa",
+        title="RSVLM-QA",
+        tasks=("vqa", "counting", "caption"),
+        licence="see the RSVLM-QA repository (source datasets keep their licences)",
+        citation="X. Zi, J. Xiao, Y. Shi et al. RSVLM-QA: A Benchmark Dataset for Remote Sensing Vision Language Model-based Question Answering. 2025.",
+        layout="*.jsonl (image_path, *vqa_pairs: [{question, answer, question_type, question_id}], caption) + images",
+        splits=("train", "test"),
+        checked_against="field names in the authors' generate_count_vqa_pairs.py; fake files",
+        url="https://github.com/StarZi0213/RSVLM-QA",
+    )
+
+    def _files(self, src: Path) -> list[Path]:
+        return (
+            sorted(src.rglob("*.jsonl"))
+            if src.is_dir()
+            else ([src] if src.suffix == ".jsonl" else [])
+        )
+
+    @staticmethod
+    def _split(path: Path) -> str:
+        name = path.stem.lower()
+        for split in ("train", "val", "test"):
+            if split in name:
+                return split
+        return "all"
+
+    def check(self, src: Path) -> None:
+        super().check(src)
+        if not self._files(src):
+            raise DatasetNotFoundError(
+                f"no .jsonl annotation files under {src}; expected {self.info.layout}"
+            )
+
+    def detect(self, src: Path) -> bool:
+        for path in self._files(src)[:2]:
+            with open(path, encoding="utf-8") as f:
+                line = f.readline()
+            if "vqa_pairs" in line and "image" in line:
+                return True
+        return False
+
+    def available_splits(self, src: Path) -> list[str]:
+        return sorted({self._split(p) for p in self._files(src)})
+
+    def items(
+        self, src: Path, splits: Sequence[str] | None, options: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        wanted = split_filter(splits, self.available_splits(src), self.info.name)
+        base = src if src.is_dir() else src.parent
+        for path in self._files(src):
+            split = self._split(path)
+            if split not in wanted:
+                continue
+            with open(path, encoding="utf-8") as f:
+                for number, line in enumerate(f, start=1):
+                    if line.strip():
+                        yield {
+                            "file": path.relative_to(base).as_posix(),
+                            "line": number,
+                            "split": split,
+                            "text": line,
+                        }
+
+    def convert(self, item: dict[str, Any], ctx: Context) -> Iterable[Outcome]:
+        stem = Path(item["file"]).stem
+        try:
+            row = json.loads(item["text"])
+        except ValueError:
+            return [
+                Reject(
+                    f"{self.info.name}:{stem}:{item['line']}", "malformed line", item["text"][:200]
+                )
+            ]
+        image_name = str(row.get("image_path") or row.get("image") or "")
+        oid = str(row.get("id") or Path(image_name).stem or item["line"])
+        rid = f"{self.info.name}:{oid}"
+        if not image_name:
+            return [Reject(rid, "missing image", "no image_path")]
+        candidates = [
+            image_name,
+            f"{ctx.options['image_dir']}/{image_name}" if ctx.options.get("image_dir") else None,
+            f"images/{Path(image_name).name}",
+            Path(image_name).name,
+        ]
+        rel = next((c for c in candidates if c and (ctx.src / c).is_file()), image_name)
+        problem = ctx.reject_for(rid, rel)
+        if problem:
+            return [problem]
+        width, height = ctx.image_size(rel)  # type: ignore[misc]
+        common = {
+            "source": self.info.name,
+            "split": item["split"],
+            "images": [rel],
+            "meta": {"width": width, "height": height},
+        }
+        outcomes: list[Outcome] = []
+        caption = row.get("caption")
+        if isinstance(caption, str) and caption.strip():
+            outcomes.append(
+                make_record(
+                    oid=f"{oid}:caption", task="caption", answer=[caption.strip()], **common
+                )
+            )
+        for key in sorted(k for k in row if k.endswith("vqa_pairs") and isinstance(row[k], list)):
+            for n, qa in enumerate(row[key]):
+                qid = f"{oid}:{key}:{qa.get('question_id', n) if isinstance(qa, dict) else n}"
+                if not isinstance(qa, dict) or not str(qa.get("question", "")).strip():
+                    outcomes.append(Reject(f"{self.info.name}:{qid}", "missing question"))
+                    continue
+                answer = qa.get("answer")
+                if answer is None or not str(answer).strip():
+                    outcomes.append(Reject(f"{self.info.name}:{qid}", "missing answer"))
+                    continue
+                qtype = qa.get("question_type") or qa.get("type")
+                task = "counting" if qtype and "count" in str(qtype).lower() else "vqa"
+                outcomes.append(
+                    make_record(
+                        oid=qid,
+                        task=task,
+                        argument=str(qa["question"]).strip(),
+                        answer=str(answer).strip(),
+                        qtype=str(qtype) if qtype else None,
+                        **common,
+                    )
+                )
+        if not outcomes:
+            return [Reject(rid, "missing question", "no caption and no QA pairs")]
+        return outcomes
+
+
+# --------------------------------------------------------------------------- CDVQA
+
+_CDVQA_SPLITS = {"Train": "train", "Val": "val", "Test": "test", "Test2": "test2"}
+
+
+@register
+class CDVQA(Recipe):
+    """CDVQA: change-detection VQA on SECOND pairs, in the RSVQA JSON schema.
+
+    Layout (YZHJessica/CDVQA): ``{Train,Val,Test,Test2}_{questions,answers,images}.json``
+    (RSVQA's ``questions`` with ``img_id``/``type``/``answers_ids``, ``answers``, and ``images``
+    whose ``file_name`` names a SECOND pair) and the pair images in ``<split>/im1/`` and
+    ``<split>/im2/`` (or ``im1/``, ``im2/`` at the root; the option ``image_dir`` names another
+    base). Answers are kept as released (``NVG_surface``, ``30_to_40``…); ``qtype`` is CDVQA's
+    question type (``change_or_not``, ``increase_or_not``, ``change_ratio``…). Test set 2 keeps
+    its own split (``test2``). Checked against the released JSON files; tested on fake files.
+    """
+
+    info = RecipeInfo(
+        name="cdvqa",
+        title="CDVQA",
+        tasks=("change_qa",),
+        licence="academic use (SECOND imagery)",
+        citation="Z. Yuan, L. Mou, Z. Xiong, X. X. Zhu. Change Detection Meets Visual Question Answering. IEEE TGRS 60, 2022.",
+        layout="{Train,Val,Test,Test2}_{questions,answers,images}.json + <split>/{im1,im2}/<file_name>",
+        splits=("train", "val", "test", "test2"),
+        checked_against="the released CDVQA JSON files (YZHJessica/CDVQA); fake files",
+        url="https://github.com/YZHJessica/CDVQA",
+    )
+
+    def _files(self, src: Path) -> dict[str, str]:
+        return (
+            {
+                split: prefix
+                for prefix, split in _CDVQA_SPLITS.items()
+                if (src / f"{prefix}_questions.json").is_file()
+            }
+            if src.is_dir()
+            else {}
+        )
+
+    def check(self, src: Path) -> None:
+        super().check(src)
+        if not self._files(src):
+            raise DatasetNotFoundError(
+                f"no <Split>_questions.json in {src}; expected {self.info.layout}"
+            )
+
+    def detect(self, src: Path) -> bool:
+        return bool(self._files(src))
+
+    def available_splits(self, src: Path) -> list[str]:
+        return list(self._files(src))
+
+    def items(
+        self, src: Path, splits: Sequence[str] | None, options: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        files = self._files(src)
+        for split in split_filter(splits, list(files), self.info.name):
+            prefix = files[split]
+            questions = json.loads((src / f"{prefix}_questions.json").read_text(encoding="utf-8"))[
+                "questions"
+            ]
+            answers_path = src / f"{prefix}_answers.json"
+            answers = (
+                {
+                    a["id"]: a
+                    for a in json.loads(answers_path.read_text(encoding="utf-8"))["answers"]
+                }
+                if answers_path.is_file()
+                else {}
+            )
+            images = {
+                i["id"]: i
+                for i in json.loads((src / f"{prefix}_images.json").read_text(encoding="utf-8"))[
+                    "images"
+                ]
+            }
+            for q in questions:
+                image = images.get(q.get("img_id"))
+                given = [answers[i] for i in q.get("answers_ids", []) if i in answers]
+                yield {
+                    "id": f"{split}:{q['id']}",
+                    "split": split,
+                    "prefix": prefix,
+                    "question": q.get("question"),
+                    "type": q.get("type"),
+                    "active": bool(q.get("active", True)),
+                    "answer": given[0]["answer"] if given else None,
+                    "file_name": image.get("file_name") if image else None,
+                    "gsd": image.get("res_x") if image else None,
+                }
+
+    def convert(self, item: dict[str, Any], ctx: Context) -> Iterable[Outcome]:
+        rid = f"{self.info.name}:{item['id']}"
+        if not item["active"]:
+            return [Reject(rid, "inactive in source")]
+        if not item["file_name"]:
+            return [Reject(rid, "missing image", "image id not in the images JSON")]
+        if item["answer"] is None:
+            return [Reject(rid, "missing answer")]
+        bases = [
+            b
+            for b in (
+                ctx.options.get("image_dir"),
+                item["prefix"],
+                item["split"],
+                item["prefix"].lower(),
+                "",
+            )
+            if b is not None
+        ]
+        pair = None
+        for base in bases:
+            first, second = (
+                f"{base}/{d}/{item['file_name']}" if base else f"{d}/{item['file_name']}"
+                for d in ("im1", "im2")
+            )
+            if (ctx.src / first).is_file():
+                pair = [first, second]
+                break
+        if pair is None:
+            return [Reject(rid, "missing image", f"im1/{item['file_name']} under {bases}")]
+        for rel_path in pair:
+            problem = ctx.reject_for(rid, rel_path)
+            if problem:
+                return [problem]
+        width, height = ctx.image_size(pair[0])  # type: ignore[misc]
+        return [
+            make_record(
+                source=self.info.name,
+                oid=item["id"],
+                split=item["split"],
+                task="change_qa",
+                images=pair,
+                argument=str(item["question"]).strip(),
+                answer=str(item["answer"]),
+                qtype=item["type"],
+                meta={
+                    "width": width,
+                    "height": height,
+                    "gsd_m": _gsd_m(item["gsd"]),
+                    "pair": item["file_name"],
+                },
+            )
+        ]
