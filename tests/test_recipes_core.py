@@ -202,3 +202,69 @@ def test_records_render_with_the_prompt_templates(tmp_path):
         build_prompt("vqa", record["conversations"][0]["content"].split("[vqa] ")[1]), 1
     )
     assert json.loads(json.dumps(record)) == record
+
+
+class _ManyRecords:
+    """A test-only recipe: ``n`` tiny VQA records about one image, to measure the builder itself."""
+
+    def __init__(self, n: int):
+        from geoassist.data_recipes.core import Recipe, RecipeInfo, make_record
+
+        class Many(Recipe):
+            """Test-only recipe writing many tiny records about one image, to measure the builder's memory use."""
+
+            info = RecipeInfo(
+                name="test_many",
+                title="many",
+                tasks=("vqa",),
+                licence="-",
+                citation="-",
+                layout="-",
+                splits=("train",),
+            )
+
+            def items(self, src, splits, options):
+                for i in range(n):
+                    yield {"i": i}
+
+            def convert(self, item, ctx):
+                return [
+                    make_record(
+                        source="test_many",
+                        oid=str(item["i"]),
+                        split="train",
+                        task="vqa",
+                        images=["a.png"],
+                        argument=f"Question {item['i']}?",
+                        answer="yes",
+                    )
+                ]
+
+        self.cls = Many
+
+    def __enter__(self):
+        from geoassist.data_recipes import core
+
+        core.all_recipes()
+        core._REGISTRY["test_many"] = self.cls()
+        return self
+
+    def __exit__(self, *exc):
+        from geoassist.data_recipes import core
+
+        core._REGISTRY.pop("test_many", None)
+
+
+@pytest.mark.slow
+def test_a_100k_record_build_streams_in_bounded_memory(tmp_path):
+    import tracemalloc
+
+    with _ManyRecords(100_000):
+        tracemalloc.start()
+        manifest = build("test_many", tmp_path, tmp_path / "out", shard_rows=25_000)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert manifest["written"] == 100_000 and len(manifest["shards"]) == 4
+    # one row group (1,000 rows) in flight plus the set of ids: far below the records' size
+    assert peak < 40 * 2**20, f"peak traced memory {peak / 2**20:.1f} MiB"
+    assert sum(1 for _ in read_records(tmp_path / "out")) == 100_000
