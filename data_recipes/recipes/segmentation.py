@@ -15,6 +15,10 @@ from typing import Any
 
 import numpy as np
 
+# iSAID's class colours in ``*_instance_color_RGB.png`` (iSAID_Devkit's palette), keyed by the category
+# names of its COCO JSON; GeoSynth's iSAID exporter writes the same table.
+from geoassist.synth.encode import ISAID_PALETTE
+
 from ..core import (
     Context,
     DatasetNotFoundError,
@@ -32,24 +36,6 @@ from ..core import (
 from ..geometry import label_name, plural, polygon_mask, rle_decode, rle_encode, text_mask
 from ..tasks import check_objects, object_records
 
-# iSAID's class colours in ``*_instance_color_RGB.png`` (iSAID_Devkit), by the category names of its COCO JSON.
-ISAID_PALETTE: dict[str, tuple[int, int, int]] = {
-    "ship": (0, 0, 63),
-    "storage_tank": (0, 63, 63),
-    "baseball_diamond": (0, 63, 0),
-    "tennis_court": (0, 63, 127),
-    "basketball_court": (0, 63, 191),
-    "Ground_Track_Field": (0, 63, 255),
-    "Bridge": (0, 127, 63),
-    "Large_Vehicle": (0, 127, 127),
-    "Small_Vehicle": (0, 0, 127),
-    "Helicopter": (0, 0, 191),
-    "Swimming_pool": (0, 0, 255),
-    "Roundabout": (0, 191, 127),
-    "Soccer_ball_field": (0, 127, 191),
-    "plane": (0, 127, 255),
-    "Harbor": (0, 100, 155),
-}
 _COLOR_SUFFIX = "_instance_color_RGB"
 _ID_SUFFIX = "_instance_id_RGB"
 
