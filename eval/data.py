@@ -2,9 +2,9 @@
 
 ``--data`` is one of:
 
-- a recipe output folder or a raw dataset folder in its published layout — read with
-  :func:`geoassist.data_recipes.load_records`, which runs the recipe for raw folders;
-- the CHOICE benchmark folder (read here, see :mod:`geoassist.eval.choice`);
+- a recipe output folder or a raw dataset folder in its published layout (the CHOICE and
+  GeoChat-Bench benchmarks included) — read with :func:`geoassist.data_recipes.load_records`,
+  which runs the recipe for raw folders (detected from the layout unless ``recipe`` names it);
 - a JSONL file of records in the record schema (images relative to the file's folder).
 """
 
@@ -58,21 +58,15 @@ def load_eval_data(
             )
         records, root = read_records_jsonl(data), data.parent
     else:
-        from geoassist.eval.choice import looks_like_choice, read_choice
+        from geoassist.data_recipes import RecipeError, load_records
 
-        if task == "choice" or recipe == "choice" or (recipe is None and looks_like_choice(data)):
-            records, root = read_choice(data)
-        else:
-            try:
-                from geoassist.data_recipes import load_records
-            except ImportError:
-                raise EvalDataError(
-                    f"cannot read {data}: the dataset recipes (geoassist.data_recipes.load_records) are not "
-                    "installed in this version; pass a .jsonl file of records instead"
-                ) from None
+        if recipe is None and task == "choice" and not (data / "manifest.json").is_file():
+            recipe = "choice"
+        try:
             loaded, root = load_records(data, recipe=recipe, split=split)
-            records = list(loaded)
-            root = Path(root)
+        except RecipeError as exc:
+            raise EvalDataError(f"cannot read --data {data}: {exc}") from exc
+        records, root = list(loaded), Path(root)
     if split is not None:
         records = [r for r in records if r.get("split") == split]
         if not records:

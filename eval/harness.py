@@ -73,19 +73,23 @@ TASK_RECORDS: dict[str, dict[str, str]] = {
 }
 EVAL_TASKS = tuple(TASK_RECORDS)
 
+# Answer-length limits (new tokens) by record task: long enough for a complete answer in the
+# grammar (a detection lists many boxes, a text mask has one run-length row per grid row).
 DEFAULT_MAX_NEW_TOKENS: dict[str, int] = {
-    "rsvqa": 16,
+    "vqa": 16,
+    "counting": 16,
     "change_qa": 16,
+    "knowledge_qa": 64,
     "scene_cls": 16,
-    "choice": 48,
     "caption": 64,
+    "region_caption": 64,
     "change_caption": 64,
-    "grounding": 64,
-    "referring": 64,
+    "grounding": 128,
+    "referring": 48,
     "detection": 384,
-    "refer_seg": 320,
-    "synth": 384,
+    "refer_seg": 512,
 }
+CHOICE_MAX_NEW_TOKENS = 48
 
 # The headline number of each scorer, used for synth's per-task table and the CLI summary.
 PRIMARY_METRIC = {
@@ -198,23 +202,47 @@ def predict(
     image_root: str | Path | None,
     *,
     batch_size: int = 8,
-    max_new_tokens: int = 64,
+    max_new_tokens: int | Mapping[str, int] | None = None,
     progress: bool = True,
     desc: str = "eval",
 ) -> tuple[dict[str, str], dict[str, tuple[int, int]], dict[str, str]]:
     """Run ``assistant.ask_batch`` over the records, ``batch_size`` at a time (greedy, KV cache).
 
-    Records are grouped by image count and prompt length so a batch pads little; answers are
-    the model's raw text. Returns ``(predictions, image sizes, errors)``; a record whose
-    request fails (a missing image, say) gets an empty prediction and its error.
+    ``max_new_tokens`` is one limit for all, or a limit per record task (default
+    :data:`DEFAULT_MAX_NEW_TOKENS`). A batch holds records of one limit, grouped by image count
+    and prompt length so that it pads little. Answers are the model's raw text. Returns
+    ``(predictions, image sizes, errors)``; a record whose request fails (a missing image, say)
+    gets an empty prediction and its error.
     """
     from tqdm.auto import tqdm
 
     if batch_size < 1:
         raise EvalDataError(f"--batch-size must be at least 1, got {batch_size}")
+    limits = max_new_tokens if max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
+
+    def limit_of(record: dict[str, Any]) -> int:
+        if isinstance(limits, int):
+            return limits
+        return int(limits.get(record["task"], 64))
+
     order = sorted(
-        range(len(records)), key=lambda i: (len(records[i]["images"]), len(user_prompt(records[i])))
+        range(len(records)),
+        key=lambda i: (
+            limit_of(records[i]),
+            len(records[i]["images"]),
+            len(user_prompt(records[i])),
+        ),
     )
+    batches: list[list[dict[str, Any]]] = []
+    for i in order:
+        if (
+            batches
+            and len(batches[-1]) < batch_size
+            and limit_of(batches[-1][0]) == limit_of(records[i])
+        ):
+            batches[-1].append(records[i])
+        else:
+            batches.append([records[i]])
     predictions: dict[str, str] = {}
     sizes: dict[str, tuple[int, int]] = {}
     errors: dict[str, str] = {}
@@ -227,12 +255,12 @@ def predict(
     with tqdm(
         total=len(records), unit="item", desc=desc, disable=not progress, dynamic_ncols=True
     ) as bar:
-        for start in range(0, len(order), batch_size):
-            chunk = [records[i] for i in order[start : start + batch_size]]
+        for chunk in batches:
+            tokens = limit_of(chunk[0])
             try:
                 requests = [_request(r, image_root) for r in chunk]
                 answers = assistant.ask_batch(
-                    requests, batch_size=len(chunk), max_new_tokens=max_new_tokens
+                    requests, batch_size=len(chunk), max_new_tokens=tokens
                 )
                 for record, answer in zip(chunk, answers, strict=True):
                     keep(record, answer)
@@ -242,7 +270,7 @@ def predict(
                         (answer,) = assistant.ask_batch(
                             [_request(record, image_root)],
                             batch_size=1,
-                            max_new_tokens=max_new_tokens,
+                            max_new_tokens=tokens,
                         )
                         keep(record, answer)
                     except GeoAssistError as exc:
@@ -406,7 +434,14 @@ def evaluate(
     generation: dict[str, Any] = {}
     unknown = 0
     if _is_assistant(predictions_or_assistant):
-        tokens = max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task]
+        if max_new_tokens is not None:
+            tokens: int | dict[str, int] = max_new_tokens
+        elif task == "choice":
+            tokens = CHOICE_MAX_NEW_TOKENS
+        else:
+            tokens = {
+                t: DEFAULT_MAX_NEW_TOKENS.get(t, 64) for t in sorted({r["task"] for r in selected})
+            }
         t0 = time.perf_counter()
         predictions, sizes, errors = predict(
             predictions_or_assistant, selected, image_root, batch_size=batch_size,

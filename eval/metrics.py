@@ -111,14 +111,19 @@ def qa_summary(
 
 
 def match_greedy(
-    predicted: Sequence[G], reference: Sequence[G], iou: Callable[[G, G], float]
+    predicted: Sequence[G],
+    reference: Sequence[G],
+    iou: Callable[[G, G], float],
+    *,
+    limit: bool = True,
 ) -> list[float]:
     """One-to-one matching by highest IoU first; returns each reference's IoU (0.0 if unmatched).
 
-    Only as many predictions as there are references take part, in the order given, so
-    answering with many guesses cannot raise the score.
+    With ``limit`` (the default, for grounding) only as many predictions as there are
+    references take part, in the order given, so answering with many guesses cannot raise the
+    score.
     """
-    predicted = list(predicted)[: len(reference)]
+    predicted = list(predicted)[: len(reference)] if limit else list(predicted)
     pairs = sorted(
         ((iou(p, r), i, j) for i, p in enumerate(predicted) for j, r in enumerate(reference)),
         key=lambda x: (-x[0], x[1], x[2]),

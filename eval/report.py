@@ -81,8 +81,11 @@ def render_markdown(report: dict[str, Any], plot_files: list[str]) -> str:
         lines.append(f"- limit: {report['limit']} (records chosen by a hash of their ids)")
     generation = report.get("generation")
     if generation:
+        limit = generation["max_new_tokens"]
+        if isinstance(limit, dict):
+            limit = ", ".join(f"{k} {v}" for k, v in limit.items())
         lines.append(
-            f"- generation: batch size {generation['batch_size']}, at most {generation['max_new_tokens']} new tokens, "
+            f"- generation: batch size {generation['batch_size']}, at most {limit} new tokens, "
             f"{generation['items_per_second']} items/s"
         )
     lines.append(f"- seconds: {report.get('seconds')}")

@@ -227,11 +227,23 @@ def _iou_fn(oriented: bool) -> Callable[[Any, Any], float]:
     return formats.obox_iou if oriented else formats.box_iou
 
 
-def _reference_geometry(record: dict[str, Any]) -> tuple[bool, list[tuple[str | None, Any]]]:
-    oboxes = reference_oboxes(record)
-    if oboxes:
-        return True, oboxes
-    return False, reference_boxes(record)
+def _wants_oriented(record: dict[str, Any]) -> bool:
+    """Oriented scoring when the targets are oriented boxes only, or when the record also has
+    horizontal boxes but asks for oriented ones (``[detect_obb]``, an ``<obox>`` reference)."""
+    targets = record.get("targets") or {}
+    if not targets.get("obboxes"):
+        return False
+    if not targets.get("boxes"):
+        return True
+    answer = record["answer"] if isinstance(record["answer"], str) else " ".join(record["answer"])
+    return "<obox>" in answer or "[detect_obb]" in user_prompt(record)
+
+
+def _reference_geometry(
+    record: dict[str, Any], oriented: bool | None = None
+) -> tuple[bool, list[tuple[str | None, Any]]]:
+    oriented = _wants_oriented(record) if oriented is None else oriented
+    return oriented, (reference_oboxes(record) if oriented else reference_boxes(record))
 
 
 def _geometry_json(geometry: Any) -> list[float]:
@@ -306,60 +318,84 @@ def grounding_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Summa
 # ------------------------------------------------------------------------------ detection
 
 
+def _detection_side(
+    record: dict[str, Any], parsed: formats.ParseResult, oriented: bool
+) -> tuple[list[tuple[str, Any]], list[tuple[str, Any, float | None, int]]]:
+    """Reference ``(class, geometry)`` and predicted ``(class, geometry, score, order)`` of one kind."""
+    _, refs = _reference_geometry(record, oriented)
+    ref_labels = [normalize_label(label) or "object" for label, _ in refs]
+    only_class = ref_labels[0] if len(set(ref_labels)) == 1 else None
+    preds = []
+    for order, (label, geometry, score) in enumerate(_predicted_geometry(parsed, oriented)):
+        name = normalize_label(label) if label else (only_class or "object")
+        preds.append((name, geometry, score, order))
+    return list(zip(ref_labels, [g for _, g in refs], strict=True)), preds
+
+
+def _recall(
+    refs: list[tuple[str, Any]], preds: list[tuple[str, Any, Any, int]], oriented: bool
+) -> float | None:
+    """Fraction of targets that a box of their class overlaps with IoU >= 0.5 (one box each)."""
+    if not refs:
+        return None
+    found = 0
+    for label in {c for c, _ in refs}:
+        same = [g for c, g in refs if c == label]
+        guesses = [g for c, g, _, _ in preds if c == label]
+        ious = metrics.match_greedy(guesses, same, _iou_fn(oriented), limit=False)
+        found += sum(v >= 0.5 for v in ious)
+    return found / len(refs)
+
+
 def detection_item(record: dict[str, Any], prediction: str, ctx: ScoreContext) -> dict[str, Any]:
     parsed = ctx.parse(record, prediction)
-    oriented, refs = _reference_geometry(record)
-    ref_labels = [normalize_label(label) or "object" for label, _ in refs]
-    preds = _predicted_geometry(parsed, oriented)
-    only_class = ref_labels[0] if len(set(ref_labels)) == 1 else None
-    labelled = []
-    for order, (label, geometry, score) in enumerate(preds):
-        name = normalize_label(label) if label else (only_class or "object")
-        labelled.append((name, geometry, score, order))
-    has_geometry = bool(preds)
-    found = (
-        metrics.match_greedy(
-            [g for _, g, _, _ in labelled], [g for _, g in refs], _iou_fn(oriented)
+    targets = record.get("targets") or {}
+    oriented = _wants_oriented(record)
+    # Horizontal mAP wherever there are horizontal targets (or none at all), oriented mAP
+    # wherever there are oriented ones; a record with both counts in both.
+    kinds = [
+        k
+        for k, present in (
+            (False, bool(targets.get("boxes")) or not targets.get("obboxes")),
+            (True, bool(targets.get("obboxes"))),
         )
-        if refs
-        else []
-    )
+        if present
+    ]
+    sides = {k: _detection_side(record, parsed, k) for k in kinds}
+    refs, preds = sides[oriented]
+    has_geometry = bool(preds)
     return {
-        "reference": [
-            {"label": lab, "geometry": _geometry_json(g)}
-            for lab, (_, g) in zip(ref_labels, refs, strict=True)
-        ],
+        "reference": [{"label": c, "geometry": _geometry_json(g)} for c, g in refs],
         "predicted": [
-            {"label": n, "geometry": _geometry_json(g), "score": s} for n, g, s, _ in labelled
+            {"label": c, "geometry": _geometry_json(g), "score": s} for c, g, s, _ in preds
         ],
         "oriented": oriented,
         "n_gt": len(refs),
         "n_pred": len(preds),
-        "recall@0.5": metrics.accuracy([v >= 0.5 for v in found]),
+        "recall@0.5": _recall(refs, preds, oriented),
         "false_positive": not refs and has_geometry,
         "parse_failed": not has_geometry and not _explicit_none(parsed),
         "parse_errors": list(parsed.errors),
-        "_refs": list(zip(ref_labels, [g for _, g in refs], strict=True)),
-        "_preds": labelled,
+        "_sides": sides,
     }
 
 
 def detection_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Summary:
-    all_preds = [p for it in items for p in it["_preds"]]
+    all_preds = [p for it in items for side in it["_sides"].values() for p in side[1]]
     ranking = "score" if all_preds and all(p[2] is not None for p in all_preds) else "output_order"
 
-    def confidence(p: tuple) -> float:
-        return float(p[2]) if ranking == "score" else 1.0 / (1.0 + p[3])
+    def confidence(score: float | None, order: int) -> float:
+        return float(score) if ranking == "score" else 1.0 / (1.0 + order)
 
     m: dict[str, Any] = {}
     by_type: dict[str, dict[str, Any]] = {}
     for oriented, key in ((False, "map@0.5"), (True, "map@0.5_oriented")):
-        subset = [it for it in items if it["oriented"] == oriented]
+        subset = [it["_sides"][oriented] for it in items if oriented in it["_sides"]]
         if not subset:
             continue
         result = metrics.detection_map(
-            [[(n, g, confidence((n, g, s, o))) for n, g, s, o in it["_preds"]] for it in subset],
-            [it["_refs"] for it in subset],
+            [[(c, g, confidence(s, o)) for c, g, s, o in preds] for _, preds in subset],
+            [refs for refs, _ in subset],
             _iou_fn(oriented),
         )
         m[key] = result["map"]
@@ -478,8 +514,8 @@ def segmentation_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Su
 
 def choice_item(record: dict[str, Any], prediction: str, ctx: ScoreContext) -> dict[str, Any]:
     item = _choice_item(record, prediction, ctx)
-    # CHOICE groups its tasks under "perception" and "reasoning" (the first folder level).
-    item["_group"] = str((record.get("meta") or {}).get("choice_group") or "").split("/")[0]
+    # CHOICE groups its tasks under two dimensions, "perception" and "reasoning".
+    item["_group"] = str((record.get("meta") or {}).get("dimension") or "")
     return item
 
 

@@ -136,8 +136,9 @@ def test_requests_hold_the_prompt_as_is_and_all_images(tmp_path):
         }
     )
     predictions, sizes, errors = predict(stub, records, tmp_path, batch_size=4, progress=False)
-    (batch,) = stub.requests
-    change = next(r for r in batch if isinstance(r["image"], list))
+    # one batch per answer-length limit: change QA (16 new tokens), referring (48)
+    assert [len(batch) for batch in stub.requests] == [1, 1]
+    change = stub.requests[0][0]
     assert change["image"] == [str(tmp_path / "A/1.png"), str(tmp_path / "B/1.png")]
     assert predictions == {"levir_cc:1": "Yes", "dior_rsvg:1": "<box>100,100,300,500</box>"}
     assert sizes["dior_rsvg:1"] == (200, 100) and not errors

@@ -132,7 +132,7 @@ def test_choice_subset(rs_samples, tmp_path):
     predictions = {}
     for r in records:
         if r["task"] == "grounding":  # the reference quadrilateral, answered as its 0-1 box
-            q = r["meta"]["quad_normalized"]
+            q = r["meta"]["answer_normalised"]
             xs, ys = [p[0] for p in q], [p[1] for p in q]
             predictions[r["id"]] = f"({min(xs)}, {min(ys)}, {max(xs)}, {max(ys)})"
         elif r["task"] == "vqa":
@@ -144,3 +144,48 @@ def test_choice_subset(rs_samples, tmp_path):
     n_seg = tasks["refer_seg"]
     assert report["metrics"]["overall_accuracy"] == pytest.approx(1 - n_seg / len(records))
     assert {"perception_accuracy", "reasoning_accuracy"} <= set(report["metrics"])
+
+
+def oracle(records):
+    """The recipe's own reference answers (the assistant turn) as predictions."""
+    return {r["id"]: r["conversations"][1]["content"] for r in records}
+
+
+def test_dota_reference_answers_score_full_marks(rs_samples):
+    records, root = load_eval_data(rs_samples / "dota")
+    answers = oracle(records)
+    detection = evaluate("detection", records, answers, root, progress=False)
+    # P1888 has horizontal and oriented targets; the [detect_obb] answer is scored both ways
+    assert detection["metrics"]["map@0.5_oriented"] == pytest.approx(1.0)
+    assert detection["metrics"]["map@0.5"] == pytest.approx(1.0)
+    assert detection["protocol"]["ranking"] == "output_order"
+    grounding = evaluate("grounding", records, answers, root, progress=False)
+    assert grounding["metrics"]["acc@0.5"] == 1.0 and grounding["parse_failure_rate"] == 0.0
+    assert grounding["metrics"]["mean_iou"] > 0.9  # the 0-1000 grid rounds small vehicles
+    vqa = evaluate("rsvqa", records, answers, root, progress=False)
+    assert vqa["metrics"]["overall_accuracy"] == 1.0 and vqa["metrics"]["count_rmse"] == 0.0
+    # an empty answer to every detection prompt gets nothing
+    empty = evaluate("detection", records, {}, root, progress=False)
+    assert empty["metrics"]["map@0.5_oriented"] == 0.0 and empty["parse_failure_rate"] == 1.0
+
+
+def test_isaid_masks_score_as_the_recipe_measured(rs_samples):
+    records, root = load_eval_data(rs_samples / "isaid")
+    segmentation = [r for r in records if r["task"] == "refer_seg"]
+    report = evaluate("refer_seg", records, oracle(records), root, progress=False)
+    # the text mask of each answer covers the instance masks as well as the recipe recorded
+    expected = [r["meta"]["mask_text_iou"] for r in segmentation]
+    assert report["metrics"]["miou"] == pytest.approx(sum(expected) / len(expected), abs=1e-4)
+    assert report["n"] == len(segmentation) and report["parse_failure_rate"] == 0.0
+    detection = evaluate("detection", records, oracle(records), root, progress=False)
+    assert detection["metrics"]["map@0.5"] == pytest.approx(1.0)
+
+
+def test_levir_cd_change_qa(rs_samples):
+    records, root = load_eval_data(rs_samples / "change_detection" / "samples_LEVIR")
+    report = evaluate("change_qa", records, oracle(records), root, progress=False)
+    assert report["metrics"]["overall_accuracy"] == 1.0
+    assert set(report["by_type"]) == {r["qtype"] for r in records}
+    flipped = {k: ("no" if v == "yes" else "yes") for k, v in oracle(records).items()}
+    report = evaluate("change_qa", records, flipped, root, progress=False)
+    assert report["by_type"]["change_presence"]["accuracy"] == 0.0

@@ -312,7 +312,7 @@ def test_choice_multiple_choice_and_grounding():
                targets={"boxes": [{"label": None, "box": [20, 20, 60, 60]}]}),
     ]  # fmt: skip
     for r in records:
-        r["meta"]["choice_group"] = "perception/single_instance_identification"
+        r["meta"]["dimension"] = "perception"
     records[0]["meta"]["options"] = options
     predictions = {
         "choice:1": "C",
