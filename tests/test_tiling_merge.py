@@ -1,0 +1,161 @@
+"""The tile grid, tile choice and the merges (boxes across tile borders, masks, numbers) in isolation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapely.geometry import box
+
+from geoassist.tiling import (
+    _Piece,
+    merge_geometries,
+    merge_text,
+    mosaic_masks,
+    plan_tiles,
+    score_tiles,
+    select_tiles,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 3000),
+    st.integers(1, 3000),
+    st.integers(16, 512),
+    st.floats(0, 0.45),
+)
+def test_grid_covers_overlaps_and_cores_partition(width, height, tile_px, overlap_frac):
+    overlap = int(tile_px * overlap_frac)
+    grid = plan_tiles(width, height, tile_px, overlap)
+    assert len(grid.tiles) == grid.n_cols * grid.n_rows
+    core_area = 0
+    for t in grid.tiles:
+        c, r, w, h = t.window
+        assert 0 <= c and 0 <= r and c + w <= width and r + h <= height
+        assert w == min(tile_px, width) and h == min(tile_px, height)  # never a sliver
+        x0, y0, x1, y1 = t.core
+        assert c <= x0 < x1 <= c + w and r <= y0 < y1 <= r + h
+        core_area += (x1 - x0) * (y1 - y0)
+    assert core_area == width * height  # cores partition the scene…
+    row0 = [t for t in grid.tiles if t.row == 0]
+    for a, b in zip(row0, row0[1:], strict=False):
+        assert a.bounds[2] - b.bounds[0] >= overlap  # …and neighbours overlap enough
+        assert a.core[2] == b.core[0]
+    rng = np.random.default_rng(width * 7 + height)
+    for x, y in rng.uniform(0, 1, (20, 2)) * (width, height):
+        t = grid.tiles[grid.owner(x, y)]
+        assert t.core[0] <= x <= t.core[2] and t.core[1] <= y <= t.core[3]
+
+
+def test_grid_examples():
+    grid = plan_tiles(1000, 256, 256, 32)
+    assert [t.window[0] for t in grid.tiles] == [0, 186, 372, 558, 744]
+    assert grid.n_rows == 1 and grid.tiles[0].core == (0, 0, 221, 256)
+    assert len(plan_tiles(40_000, 40_000, 256, 32).tiles) == 179 * 179
+    with pytest.raises(Exception, match="smaller than the tile"):
+        plan_tiles(100, 100, 32, 32)
+
+
+def _piece(x1, y1, x2, y2, tile, cut=False, label="car"):
+    return _Piece("box", box(x1, y1, x2, y2), label, None, tile, cut)
+
+
+def test_object_seen_whole_and_cut_counts_once():
+    # Tile 0 sees the car whole in the overlap; tile 1 sees only its right part, cut at its edge.
+    merged = merge_geometries([_piece(100, 10, 120, 20, 0), _piece(108, 10, 120, 20, 1, cut=True)])
+    assert len(merged) == 1 and merged[0].shape.bounds == (100, 10, 120, 20)
+    assert merged[0].tiles == {0, 1}
+
+
+def test_object_larger_than_the_overlap_is_joined_from_its_pieces():
+    # Tile 0 ends at x=130, tile 1 starts at x=110: a 40 px object spans both cuts.
+    merged = merge_geometries(
+        [_piece(95, 5, 130, 25, 0, cut=True), _piece(110, 5, 135, 25, 1, cut=True)]
+    )
+    assert len(merged) == 1 and merged[0].shape.bounds == (95, 5, 135, 25)
+
+
+def test_neighbours_in_one_tile_and_other_labels_stay_apart():
+    pieces = [
+        _piece(0, 0, 10, 10, 0),
+        _piece(9, 0, 19, 10, 0),  # touching neighbour, same tile: the model told them apart
+        _piece(0, 0, 10, 10, 1, label="truck"),  # another label at the same place
+        _piece(0.5, 0, 10, 10, 2),  # the first car again, seen by tile 2
+        _piece(50, 50, 60, 60, 1),
+    ]
+    merged = merge_geometries(pieces)
+    assert sorted((p.label, p.shape.bounds[0]) for p in merged) == [
+        ("car", 0.0),
+        ("car", 9.0),
+        ("car", 50.0),
+        ("truck", 0.0),
+    ]
+
+
+def test_four_tiles_at_a_corner_give_one_object():
+    pieces = [_piece(200 + d, 200, 210 + d, 210, t) for t, d in enumerate((0, 0.3, -0.2, 0.1))]
+    assert len(merge_geometries(pieces)) == 1
+
+
+def test_mask_mosaic_uses_each_tile_core():
+    truth = np.zeros((300, 400), bool)
+    truth[50:120, 30:380] = True
+    truth[200:290, 150:160] = True
+    grid = plan_tiles(400, 300, 128, 32)
+    # Each tile reports its window of the truth at half resolution, and is wrong outside its core
+    # where it sees a spurious blob in its overlap (which the neighbour's core overrides).
+    tile_masks = {}
+    for t in grid.tiles:
+        c, r, w, h = t.window
+        m = truth[r : r + h, c : c + w][::2, ::2].copy()
+        tile_masks[t.index] = m
+    out = mosaic_masks(grid, tile_masks, (300, 400))
+    assert (out == truth).mean() > 0.995
+    half = mosaic_masks(grid, tile_masks, (150, 200))
+    assert (half == truth[::2, ::2]).mean() > 0.99
+    # Unread tiles keep the base (e.g. the overview's mask).
+    base = np.ones((30, 40), bool)
+    partial = mosaic_masks(grid, {0: tile_masks[0]}, (300, 400), base)
+    x0, y0, x1, y1 = grid.tiles[0].core
+    assert (partial[y0:y1, x0:x1] == truth[y0:y1, x0:x1]).all() and partial[y1:, x1:].all()
+
+
+def test_numbers_are_summed_by_owned_share_and_presence_is_any():
+    grid = plan_tiles(200, 100, 100, 20)  # 3 tiles across
+    shares = [(t.core[2] - t.core[0]) / 100 for t in grid.tiles]
+    texts = {0: "10", 1: "4", 2: "6"}
+    text, how = merge_text("vqa", "How many cars are there?", "3", texts, grid)
+    assert how == "sum_over_tiles" and text == str(
+        round(10 * shares[0] + 4 * shares[1] + 6 * shares[2])
+    )
+    assert merge_text("vqa", "Is there a ship?", "no", {0: "no", 1: "yes", 2: "no"}, grid) == (
+        "yes",
+        "any_tile",
+    )
+    assert merge_text("vqa", "Are there more ships than cars?", "no", {0: "yes"}, grid)[0] == "no"
+    assert merge_text("vqa", "What is the main land cover?", "forest", {0: "water"}, grid) == (
+        "forest",
+        "overview",
+    )
+    assert (
+        merge_text("vqa", "What is the area of the buildings?", "0", {0: "20.5", 2: "10"}, grid)[0]
+        == f"{20.5 * shares[0] + 10 * shares[2]:.1f}"
+    )
+
+
+def test_tile_choice_prefers_detail_and_relevance_and_skips_nodata():
+    grid = plan_tiles(400, 100, 100, 0)  # 4 tiles in a row
+    valid = np.ones((10, 40), bool)
+    valid[:, :10] = False  # tile 0 is nodata
+    detail = np.zeros((10, 40))
+    detail[:, 10:20] = 5  # tile 1 is busy
+    scores, frac = score_tiles(grid, valid, detail)
+    assert frac[0] == 0 and scores[0] == 0
+    assert select_tiles(scores, frac, 1) == [1]
+    relevance = np.zeros((4, 16))
+    relevance[:, 12:16] = 1  # the question is about tile 3
+    scores, frac = score_tiles(grid, valid, detail, relevance)
+    assert select_tiles(scores, frac, 2) == [1, 3]
+    assert select_tiles(scores, frac, 10) == [1, 2, 3]  # all tiles with data fit the budget
