@@ -1,0 +1,286 @@
+"""Uploaded files → images the assistant can read, and the quicklook the app shows of them.
+
+The app only ever opens files that came through its own upload (Gradio's upload
+folder) or the shipped examples: :func:`stage_uploads` refuses any other path, so a
+path typed or forged by a user is never read. Uploads are linked into one folder per
+conversation so that side-car files (a world file and ``.prj`` beside a PNG, an
+``.aux.xml``, an ENVI ``.hdr``) lie next to their image, where :mod:`geoassist.io`
+looks for them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+
+from geoassist.errors import BandMismatchError, ConfigError, GeoAssistError, ImageError
+
+IMAGE_SUFFIXES = (
+    ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gtif", ".jp2", ".j2k", ".webp", ".bmp", ".gif",
+    ".img", ".dat", ".bil", ".bsq", ".bip", ".envi",
+)  # fmt: skip
+SIDECAR_SUFFIXES = (
+    ".pgw", ".pngw", ".jgw", ".jpgw", ".jpegw", ".tfw", ".tifw", ".tiffw", ".wld", ".prj",
+    ".aux.xml", ".hdr", ".ovr", ".msk",
+)  # fmt: skip
+PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class InputError(GeoAssistError, ValueError):
+    """An upload or a request the app cannot use; the message says what to do instead."""
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".aux.xml"):
+        return ".aux.xml"
+    return path.suffix.lower()
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    for root in roots:
+        try:
+            path.relative_to(root)
+            return True
+        except ValueError:
+            continue
+    return False
+
+
+@dataclass
+class Staged:
+    """Images of one conversation, in the order given (earliest first for a pair or series)."""
+
+    images: list[Path]
+    folder: Path
+    names: list[str]
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def stage_uploads(
+    files: Sequence[str | os.PathLike] | None,
+    *,
+    allowed_roots: Sequence[str | os.PathLike],
+    staging_root: str | os.PathLike,
+    max_images: int,
+) -> Staged | None:
+    """Check uploads and link them into a fresh folder under ``staging_root``.
+
+    Returns ``None`` for no files. Raises :class:`InputError` for a file from outside
+    ``allowed_roots``, a file that is neither an image nor a side-car, no image at all, or
+    more images than the model takes.
+    """
+    if not files:
+        return None
+    roots = [Path(r).resolve() for r in allowed_roots]
+    sources: list[Path] = []
+    for item in files:
+        path = Path(os.fspath(item)).resolve()
+        if not _inside(path, roots) or not path.is_file():
+            raise InputError(
+                f"{Path(os.fspath(item)).name}: files can only come from this page's upload; "
+                "upload the image again"
+            )
+        if _suffix(path) not in IMAGE_SUFFIXES + SIDECAR_SUFFIXES:
+            raise InputError(
+                f"{path.name} is not an image GeoAssist reads; upload PNG, JPEG, GeoTIFF or "
+                "JPEG 2000 files (plus world files or .prj beside them if you have them)"
+            )
+        sources.append(path)
+    images = [p for p in sources if _suffix(p) in IMAGE_SUFFIXES]
+    if not images:
+        raise InputError("only side-car files were uploaded; add the image they belong to")
+    if len(images) > max_images:
+        raise InputError(
+            f"{len(images)} images uploaded; this model takes at most {max_images} at once "
+            "(one image, a before/after pair or a short series). Remove some and upload again"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="conv-", dir=staging_root))
+    staged: list[Path] = []
+    used: set[str] = set()
+    for path in sources:
+        name = _SAFE_NAME.sub("_", path.name).lstrip(".") or "upload"
+        if name.lower() in used:  # two uploads with one name: keep both
+            name = f"{len(used)}_{name}"
+        used.add(name.lower())
+        target = folder / name
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
+        if path in images:
+            staged.append(target)
+    return Staged(images=staged, folder=folder, names=[p.name for p in images])
+
+
+# ----------------------------------------------------------------------- band choices
+
+AUTO = "auto"
+COMPOSITE_NAMES = {
+    "true_color": "true colour",
+    "false_color": "false colour (NIR, red, green)",
+    "swir": "SWIR composite",
+    "agriculture": "agriculture composite",
+    "urban": "urban composite",
+    "ndvi": "NDVI",
+    "ndwi": "NDWI",
+    "nbr": "burn ratio (NBR)",
+    "ndbi": "built-up index (NDBI)",
+}
+
+
+def parse_bands(text: str | None) -> list[str | int] | None:
+    """``"4,3,2"`` → ``[4, 3, 2]``; ``"B08 B04 B03"`` → names; blank → ``None``."""
+    if text is None or not text.strip():
+        return None
+    parts = [p for p in re.split(r"[,\s;]+", text.strip()) if p]
+    if len(parts) not in (1, 3):
+        raise InputError(
+            f"bands: give three bands for red, green and blue (e.g. 4,3,2 or B04,B03,B02), "
+            f"or one for gray; got {len(parts)}"
+        )
+    return [int(p) if p.isdigit() else p for p in parts]
+
+
+@dataclass(frozen=True)
+class BandChoice:
+    """How a multi-band image becomes RGB, for the quicklook and for the model alike."""
+
+    bands: tuple[str | int, ...] | None = None
+    sensor: str | None = None
+    composite: str | None = None
+
+    @classmethod
+    def from_form(cls, bands: str | None, sensor: str | None, composite: str | None) -> BandChoice:
+        parsed = parse_bands(bands)
+        return cls(
+            bands=tuple(parsed) if parsed else None,
+            sensor=None if not sensor or sensor == AUTO else sensor,
+            composite=None if not composite or composite == AUTO else composite,
+        )
+
+    @property
+    def uses_sensor(self) -> bool:
+        return self.sensor is not None or self.composite is not None
+
+
+def compose_rgb(image, choice: BandChoice) -> tuple[np.ndarray, str]:
+    """H×W×3 uint8 for display, and a few words on which bands made it."""
+    from geoassist.sensors import detect_sensor, make_composite
+
+    try:
+        if choice.uses_sensor:
+            rgb = make_composite(image, choice.sensor, choice.composite or "true_color")
+            key = choice.composite or "true_color"
+            what = COMPOSITE_NAMES.get(key, key.replace("_", " "))
+            return rgb, f"{what}{f' ({choice.sensor})' if choice.sensor else ''}"
+        if choice.bands:
+            return image.to_rgb_uint8(list(choice.bands)), "bands " + ", ".join(
+                map(str, choice.bands)
+            )
+        try:
+            return image.to_rgb_uint8(), "true colour" if image.count >= 3 else "gray"
+        except BandMismatchError:
+            sensor = detect_sensor(image.band_names)
+            if sensor is None:
+                raise
+            return make_composite(image, sensor, "true_color"), f"true colour ({sensor.name})"
+    except (BandMismatchError, ConfigError) as exc:
+        raise InputError(
+            f"{exc}. Open 'Bands' and pick three bands (e.g. 4,3,2) or a sensor preset"
+        ) from None
+
+
+# ----------------------------------------------------------------------- quicklook
+
+
+@dataclass
+class Quicklook:
+    """A display-sized RGB view of one input and what is known about it."""
+
+    rgb: np.ndarray
+    scale: float  # display pixels per original pixel
+    size: tuple[int, int]  # original (width, height)
+    describe: str  # one line for the user
+    bands_note: str
+    band_names: tuple[str, ...]
+    georeferenced: bool
+
+
+def _read_reduced(path: Path, out_size: tuple[int, int]):
+    """The whole raster read at ``out_size`` (GDAL uses overviews when the file has them)."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    from geoassist.io import Image, read_header
+
+    info = read_header(path)
+    with rasterio.open(path) as ds:
+        array = ds.read(
+            out_shape=(ds.count, out_size[1], out_size[0]), resampling=Resampling.average
+        )
+    return Image(np.moveaxis(array, 0, -1), list(info.band_names), nodata=info.nodata)
+
+
+def _describe(info, path_name: str) -> str:
+    from geoassist.geo import Georef
+
+    parts = [f"**{path_name}**", f"{info.width}×{info.height} px", f"{info.count} band(s)"]
+    if info.count > 3:
+        names = list(info.band_names)
+        parts[-1] += " (" + ", ".join(names[:6]) + (", …" if len(names) > 6 else "") + ")"
+    parts.append(str(info.dtype))
+    if info.transform is not None:
+        georef = Georef(info.transform, info.crs, info.width, info.height)
+        geo = georef.describe()
+        parts.append(geo.get("crs") or "no CRS")
+        if geo.get("gsd_m"):
+            parts.append(f"{geo['gsd_m']:g} m/px")
+    else:
+        parts.append("not georeferenced")
+    return " · ".join(parts)
+
+
+def make_quicklook(
+    path: str | os.PathLike, choice: BandChoice | None = None, *, max_side: int = 1024
+) -> Quicklook:
+    """Read ``path`` (reduced when larger than ``max_side``) and compose its RGB view."""
+    from geoassist.app.overlays import fit_scale
+    from geoassist.io import load_image, read_header
+
+    path = Path(path)
+    choice = choice or BandChoice()
+    try:
+        info = read_header(path)
+        scale = fit_scale(info.size, max_side)
+        out_size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
+        if scale < 1 and _suffix(path) not in PILLOW_SUFFIXES:
+            image = _read_reduced(path, out_size)
+        else:
+            image = load_image(path)
+    except ImageError as exc:
+        raise InputError(f"{path.name}: {exc}") from None
+    rgb, note = compose_rgb(image, choice)
+    if rgb.shape[1] != out_size[0] or rgb.shape[0] != out_size[1]:
+        rgb = np.asarray(PIL.Image.fromarray(rgb).resize(out_size, PIL.Image.BILINEAR))
+        scale = out_size[0] / info.width
+    return Quicklook(
+        rgb=rgb,
+        scale=scale,
+        size=info.size,
+        describe=_describe(info, path.name),
+        bands_note=note,
+        band_names=tuple(info.band_names),
+        georeferenced=info.transform is not None,
+    )

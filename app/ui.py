@@ -1,0 +1,598 @@
+"""The Gradio Blocks of ``geoassist serve``: imagery on the left, the conversation on the right.
+
+:func:`build_app` wires an :class:`~geoassist.app.engine.Engine` into one
+``gr.Blocks``. Every handler turns :class:`~geoassist.errors.GeoAssistError` into a
+message in the chat (or a ``gr.Error`` for API callers); anything unexpected is
+logged and reported in one line, never as a stack trace.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from geoassist.app import overlays, render
+from geoassist.app.engine import Engine, timed, timeout_note
+from geoassist.app.inputs import (
+    AUTO,
+    IMAGE_SUFFIXES,
+    SIDECAR_SUFFIXES,
+    BandChoice,
+    Quicklook,
+    Staged,
+    make_quicklook,
+    stage_uploads,
+)
+from geoassist.errors import GeoAssistError
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+UNEXPECTED = (
+    "Something went wrong on the server while answering (details are in its log). Try again."
+)
+
+CSS = """
+#ga-header {align-items: baseline; gap: 1rem; padding: 0 .25rem;}
+#ga-header h1 {margin: 0; font-size: 1.45rem; letter-spacing: .01em;}
+#ga-status {font-size: .85rem; opacity: .8; text-align: right;}
+#ga-status p {margin: 0;}
+#ga-info {font-size: .85rem; min-height: 1.4rem;}
+#ga-info p {margin: .1rem 0;}
+#ga-geo {font-size: .8rem; opacity: .85;}
+#ga-geo p {margin: 0;}
+#ga-send {min-width: 90px;}
+.ga-compact {gap: .4rem !important;}
+footer {display: none !important;}
+"""
+
+
+@dataclass
+class Session:
+    """Everything one browser tab has told the app; kept in ``gr.State``."""
+
+    staged: Staged | None = None
+    looks: list[Quicklook] = field(default_factory=list)
+    choice: BandChoice = field(default_factory=BandChoice)
+    history: list[dict[str, str]] = field(default_factory=list)
+    chat: list[dict[str, Any]] = field(default_factory=list)
+    region: list[float] | None = None
+    corner: tuple[float, float] | None = None
+    answer: Any = None
+    turn: int = 0
+
+    def reset_conversation(self) -> None:
+        self.history, self.chat, self.answer, self.turn = [], [], None, 0
+
+    def cleanup(self) -> None:
+        if self.staged is not None:
+            self.staged.cleanup()
+            self.staged = None
+
+
+def _cleanup_session(session: Any) -> None:
+    if isinstance(session, Session):
+        session.cleanup()
+
+
+class StagingArea:
+    """One temporary folder per process for uploads linked together and answer downloads."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="geoassist-app-"))
+        atexit.register(shutil.rmtree, self.root, True)
+
+
+def _upload_roots() -> list[Path]:
+    roots = [Path(gr.utils.get_upload_folder())]
+    if EXAMPLES_DIR.is_dir():
+        roots.append(EXAMPLES_DIR)
+    return roots
+
+
+# ---------------------------------------------------------------------- view helpers
+
+
+def _annotated(look: Quicklook | None, answer: Any, region: list[float] | None) -> Any:
+    if look is None:
+        return gr.AnnotatedImage(value=None)
+    overlay = overlays.build_overlay(look.rgb, answer, scale=look.scale, region=region)
+    return gr.AnnotatedImage(value=overlay.annotated_value, color_map=overlay.color_map)
+
+
+def _region_view(look: Quicklook | None, region: list[float] | None, corner) -> Any:
+    if look is None:
+        return None
+    marks = overlays.build_overlay(look.rgb, None, scale=look.scale, region=region)
+    image = overlays.flatten(marks)
+    if corner is not None:
+        from PIL import ImageDraw
+
+        x, y = corner[0] * look.scale, corner[1] * look.scale
+        r = max(3, round(max(image.size) / 120))
+        ImageDraw.Draw(image).ellipse((x - r, y - r, x + r, y + r), outline="white", width=2)
+    return image
+
+
+def _region_text(region: list[float] | None) -> str:
+    return ", ".join(f"{v:.0f}" for v in region) if region else ""
+
+
+def _gallery(session: Session) -> list[tuple[Any, str]]:
+    items = []
+    n = len(session.looks)
+    for i, (look, name) in enumerate(zip(session.looks, session.staged.names, strict=False)):
+        when = "" if n == 1 else (" · before" if i == 0 else " · after" if i == n - 1 else "")
+        items.append((look.rgb, f"{i + 1}. {name}{when}"))
+    return items
+
+
+def _info(session: Session) -> str:
+    if not session.looks:
+        return (
+            "Upload an image (PNG, JPEG, GeoTIFF…), two for before/after, or pick an example below."
+        )
+    lines = [f"{look.describe} · shown as {look.bands_note}" for look in session.looks]
+    return "  \n".join(lines)
+
+
+def _downloads(
+    session: Session, staging: StagingArea
+) -> tuple[list[str] | None, str, list[list[Any]]]:
+    """Files to download (GeoJSON when georeferenced, the annotated PNG), the geo line and table."""
+    answer, look = session.answer, session.looks[-1] if session.looks else None
+    if answer is None or look is None:
+        return None, "", []
+    folder = Path(tempfile.mkdtemp(prefix="answer-", dir=staging.root))
+    stem = f"geoassist-answer-{session.turn}"
+    files = []
+    rows = overlays.geometry_rows(answer)
+    shapes = rows or (answer.mask is not None and answer.mask.any())
+    if shapes:
+        overlay = overlays.build_overlay(look.rgb, answer, scale=look.scale, region=session.region)
+        png = folder / f"{stem}.png"
+        overlays.flatten(overlay).save(png)
+        files.append(str(png))
+    geojson = None
+    try:
+        geojson = overlays.answer_geojson(answer)
+    except GeoAssistError as exc:
+        logger.info("no GeoJSON for this answer: %s", exc)
+    if geojson is not None:
+        path = folder / f"{stem}.geojson"
+        path.write_text(json.dumps(geojson, ensure_ascii=False, indent=1), encoding="utf-8")
+        files.insert(0, str(path))
+    return files or None, overlays.describe_geo(answer), rows
+
+
+# ---------------------------------------------------------------------- the app
+
+
+def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr.Blocks:
+    """The app's Blocks (not launched; :func:`geoassist.app.server.serve` launches it)."""
+    staging = StagingArea()
+    choices = engine.task_choices()
+    labels = [c.label for c in choices]
+    hints = {c.label: c.hint for c in choices}
+    default_task = "Find objects" if "Find objects" in labels else labels[0]
+    from geoassist.sensors import COMPOSITES, INDICES, list_sensors
+
+    file_types = list(IMAGE_SUFFIXES + SIDECAR_SUFFIXES)
+
+    with gr.Blocks(title="GeoAssist", fill_width=True) as demo:
+        state = gr.State(Session(), delete_callback=_cleanup_session)
+        with gr.Row(elem_id="ga-header"):
+            gr.Markdown("# GeoAssist", elem_id="ga-title")
+            gr.Markdown(engine.status_line(), elem_id="ga-status")
+        with gr.Row(equal_height=False):
+            # ----------------------------------------------------------- imagery
+            with gr.Column(scale=5, min_width=380):
+                files = gr.File(
+                    label="Imagery — one image, or before/after in time order",
+                    file_count="multiple",
+                    file_types=file_types,
+                    height=110,
+                    elem_id="ga-files",
+                )
+                info = gr.Markdown(_info(Session()), elem_id="ga-info")
+                with gr.Accordion("Bands (multispectral images)", open=False) as bands_box:
+                    with gr.Row():
+                        sensor = gr.Dropdown(
+                            [AUTO, *list_sensors()], value=AUTO, label="Sensor preset", scale=2
+                        )
+                        composite = gr.Dropdown(
+                            [AUTO, *COMPOSITES, *INDICES], value=AUTO, label="Composite", scale=2
+                        )
+                        bands = gr.Textbox(
+                            label="Or bands (R,G,B)", placeholder="e.g. 4,3,2", scale=2
+                        )
+                with gr.Tabs():
+                    with gr.Tab("Answer on the image", id="answer"):
+                        annotated = gr.AnnotatedImage(
+                            label="Answer on the image",
+                            show_label=False,
+                            height=560,
+                            elem_id="ga-annotated",
+                        )
+                        geo_line = gr.Markdown("", elem_id="ga-geo")
+                    with gr.Tab("Mark a region", id="region"):
+                        gr.Markdown(
+                            "Click two opposite corners to mark a box; then ask with "
+                            "**Point at a region**.",
+                            elem_id="ga-region-help",
+                        )
+                        region_image = gr.Image(
+                            label="Click two corners",
+                            show_label=False,
+                            interactive=False,
+                            height=520,
+                            elem_id="ga-region-image",
+                        )
+                        with gr.Row():
+                            region_box = gr.Textbox(
+                                label="Region (pixels: x1, y1, x2, y2)",
+                                placeholder="click the image, or type x1, y1, x2, y2",
+                                scale=4,
+                            )
+                            clear_region = gr.Button("Clear region", scale=1, size="sm")
+                    with gr.Tab("Inputs", id="inputs"):
+                        gallery = gr.Gallery(
+                            label="Inputs", show_label=False, columns=2, height=520,
+                            object_fit="contain",
+                        )  # fmt: skip
+                with gr.Accordion("Found objects and downloads", open=True, visible=False) as found:
+                    table = gr.Dataframe(
+                        headers=overlays.GEOMETRY_HEADERS,
+                        value=[],
+                        interactive=False,
+                        max_height=220,
+                        elem_id="ga-table",
+                    )
+                    downloads = gr.File(
+                        label="Downloads (GeoJSON for georeferenced images, annotated PNG)",
+                        file_count="multiple",
+                        interactive=False,
+                        height=90,
+                        elem_id="ga-downloads",
+                    )
+            # ----------------------------------------------------------- conversation
+            with gr.Column(scale=6, min_width=420):
+                chatbot = gr.Chatbot(
+                    label="Conversation",
+                    height=560,
+                    buttons=["copy"],
+                    feedback_options=None,
+                    placeholder="Answers appear here, token by token.",
+                    elem_id="ga-chat",
+                )
+                with gr.Row(elem_classes="ga-compact"):
+                    task = gr.Dropdown(
+                        labels, value=default_task, label="Task", scale=2, min_width=170,
+                        elem_id="ga-task",
+                    )  # fmt: skip
+                    prompt = gr.Textbox(
+                        label="Prompt",
+                        placeholder=hints.get(default_task, ""),
+                        lines=2,
+                        max_lines=6,
+                        max_length=engine.limits.max_prompt_chars,
+                        scale=5,
+                        elem_id="ga-prompt",
+                    )
+                with gr.Row(elem_classes="ga-compact"):
+                    send = gr.Button("Send", variant="primary", elem_id="ga-send", scale=3)
+                    stop = gr.Button("Stop", variant="stop", scale=1)
+                    new_chat = gr.Button("New conversation", scale=2)
+                if examples_dir is not None and examples_dir.is_dir():
+                    _examples(examples_dir, files, task, prompt, labels)
+
+        # Hidden inputs for the `ask` API endpoint (gradio_client scripts).
+        with gr.Row(visible=False):
+            api_image = gr.File(label="image", file_types=file_types)
+            api_prompt = gr.Textbox(label="prompt")
+            api_task = gr.Textbox(label="task", value="")
+            api_answer = gr.Textbox(label="answer")
+            api_button = gr.Button("ask")
+
+        # ------------------------------------------------------------- handlers
+        def load_images(paths, sensor_v, composite_v, bands_v, session: Session):
+            session.cleanup()
+            session.looks, session.region, session.corner = [], None, None
+            session.reset_conversation()
+            note = ""
+            try:
+                session.choice = BandChoice.from_form(bands_v, sensor_v, composite_v)
+                session.staged = stage_uploads(
+                    paths,
+                    allowed_roots=_upload_roots(),
+                    staging_root=staging.root,
+                    max_images=engine.max_images,
+                )
+                if session.staged is not None:
+                    session.looks = [
+                        make_quicklook(p, session.choice, max_side=engine.limits.display_side)
+                        for p in session.staged.images
+                    ]
+            except GeoAssistError as exc:
+                session.cleanup()
+                session.looks = []
+                note = f"⚠️ {exc}"
+            except Exception:
+                logger.exception("reading uploads failed")
+                session.cleanup()
+                session.looks = []
+                note = "⚠️ These files could not be read (details are in the server log)."
+            look = session.looks[-1] if session.looks else None
+            multiband = any(len(lk.band_names) > 3 for lk in session.looks)
+            return (
+                session,
+                [],
+                _annotated(look, None, None),
+                _region_view(look, None, None),
+                _gallery(session) if session.looks else [],
+                note or _info(session),
+                "",
+                [],
+                None,
+                gr.Accordion(open=multiband or bool(note and "band" in note.lower())),
+                "",
+                gr.Accordion(visible=False),
+            )
+
+        def redraw_bands(sensor_v, composite_v, bands_v, session: Session):
+            if session.staged is None:
+                return session, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            try:
+                choice = BandChoice.from_form(bands_v, sensor_v, composite_v)
+                looks = [
+                    make_quicklook(p, choice, max_side=engine.limits.display_side)
+                    for p in session.staged.images
+                ]
+            except GeoAssistError as exc:
+                return session, gr.skip(), gr.skip(), gr.skip(), f"⚠️ {exc}"
+            session.choice, session.looks = choice, looks
+            look = looks[-1]
+            return (
+                session,
+                _annotated(look, session.answer, session.region),
+                _region_view(look, session.region, None),
+                _gallery(session),
+                _info(session),
+            )
+
+        def pick_corner(session: Session, evt: gr.SelectData):
+            look = session.looks[-1] if session.looks else None
+            if look is None or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
+                return session, gr.skip(), gr.skip(), gr.skip()
+            x, y = evt.index[0] / look.scale, evt.index[1] / look.scale
+            x = min(max(x, 0.0), look.size[0])
+            y = min(max(y, 0.0), look.size[1])
+            if session.corner is None:
+                session.corner, session.region = (x, y), None
+                return session, _region_view(look, None, session.corner), "", gr.skip()
+            region = overlays.region_from_clicks(session.corner, (x, y))
+            session.corner, session.region = None, region
+            return (
+                session,
+                _region_view(look, region, None),
+                _region_text(region),
+                "Point at a region" if region and "Point at a region" in labels else gr.skip(),
+            )
+
+        def type_region(text: str, session: Session):
+            look = session.looks[-1] if session.looks else None
+            text = (text or "").strip()
+            if not text:
+                session.region = None
+                return session, _region_view(look, None, None), gr.skip()
+            try:
+                values = [float(v) for v in text.replace(",", " ").split()]
+                if len(values) != 4:
+                    raise ValueError
+                region = overlays.region_from_clicks(values[:2], values[2:])
+                if region is None:
+                    raise ValueError
+            except ValueError:
+                gr.Warning("A region is four numbers in pixels: x1, y1, x2, y2")
+                return session, gr.skip(), gr.skip()
+            session.region, session.corner = region, None
+            return session, _region_view(look, region, None), "Point at a region"
+
+        def drop_region(session: Session):
+            look = session.looks[-1] if session.looks else None
+            session.region, session.corner = None, None
+            return session, _region_view(look, None, None), ""
+
+        def new_conversation(session: Session):
+            session.reset_conversation()
+            look = session.looks[-1] if session.looks else None
+            return (
+                session, [], _annotated(look, None, session.region), "", [], None,
+                gr.Accordion(visible=False),
+            )  # fmt: skip
+
+        def respond(prompt_v, task_v, session: Session):
+            skip = gr.skip()
+            images = session.staged.images if session.staged else []
+            user_text = (prompt_v or "").strip() or f"*{task_v}*"
+            if (prompt_v or "").strip() and task_v not in ("Chat",):
+                user_text = f"*{task_v}:* {render.preview_text(prompt_v.strip())}"
+            session.chat = [*session.chat, {"role": "user", "content": user_text}]
+            session.chat.append({"role": "assistant", "content": "…"})
+            yield session.chat, "", skip, skip, skip, skip, skip, session
+            look = session.looks[-1] if session.looks else None
+            cut = ""
+            try:
+                kind = engine.task_for(task_v)
+                stream = engine.stream(
+                    images,
+                    prompt_v or "",
+                    task=kind,
+                    history=session.history,
+                    region=session.region,
+                    choice=session.choice,
+                )
+                raw = ""
+                for piece, timed_out in timed(stream, engine.limits.timeout_s):
+                    if timed_out:
+                        cut = timeout_note(engine.limits.timeout_s)
+                        break
+                    raw += piece
+                    session.chat[-1] = {
+                        "role": "assistant",
+                        "content": render.preview_text(raw).strip() or "…",
+                    }
+                    yield session.chat, skip, skip, skip, skip, skip, skip, session
+                answer = stream.answer
+                if answer is None:  # cut short: no parsed answer, keep what was said
+                    session.chat[-1] = {
+                        "role": "assistant",
+                        "content": (render.preview_text(raw) or "*(no text)*") + cut,
+                    }
+                    yield session.chat, skip, skip, skip, skip, skip, skip, session
+                    return
+                session.answer, session.history = answer, list(answer.history)
+                session.turn += 1
+                session.chat[-1] = {"role": "assistant", "content": render.final_text(answer)}
+                kb = getattr(engine.assistant, "kb", None)
+                session.chat += render.citation_messages(
+                    answer, passage_for=_passage_lookup(kb) if kb is not None else None
+                )
+                files_out, geo_text, rows = _downloads(session, staging)
+                yield (
+                    session.chat,
+                    skip,
+                    _annotated(look, answer, session.region if kind == "region" else None),
+                    geo_text,
+                    rows,
+                    files_out,
+                    gr.Accordion(visible=bool(rows or files_out)),
+                    session,
+                )
+            except GeoAssistError as exc:
+                session.chat[-1] = {"role": "assistant", "content": f"⚠️ {exc}"}
+                yield session.chat, skip, skip, skip, skip, skip, skip, session
+            except Exception:
+                logger.exception("answering failed")
+                session.chat[-1] = {"role": "assistant", "content": f"⚠️ {UNEXPECTED}"}
+                yield session.chat, skip, skip, skip, skip, skip, skip, session
+
+        def api_ask(image, prompt, task):
+            """Answer `prompt` about one uploaded image; `task` is optional (e.g. detect, caption)."""
+            staged = None
+            try:
+                staged = stage_uploads(
+                    [image] if image else None,
+                    allowed_roots=_upload_roots(),
+                    staging_root=staging.root,
+                    max_images=engine.max_images,
+                )
+                kind = engine.task_for((task or "").strip() or None)
+                images = staged.images if staged else []
+                yield from engine.answer_text(images, prompt or "", task=kind)
+            except GeoAssistError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+            except Exception:
+                logger.exception("answering an API request failed")
+                raise gr.Error(UNEXPECTED, print_exception=False) from None
+            finally:
+                if staged is not None:
+                    staged.cleanup()
+
+        # ------------------------------------------------------------- events
+        private = {"api_visibility": "private"}
+        light = {"concurrency_limit": 4, "concurrency_id": "images", **private}
+        files.change(
+            load_images,
+            [files, sensor, composite, bands, state],
+            [state, chatbot, annotated, region_image, gallery, info, geo_line, table, downloads,
+             bands_box, region_box, found],
+            **light,
+        )  # fmt: skip
+        for trigger in (sensor.change, composite.change, bands.submit):
+            trigger(
+                redraw_bands,
+                [sensor, composite, bands, state],
+                [state, annotated, region_image, gallery, info],
+                **light,
+            )
+        region_image.select(
+            pick_corner, [state], [state, region_image, region_box, task], **private
+        )
+        region_box.submit(type_region, [region_box, state], [state, region_image, task], **private)
+        clear_region.click(drop_region, [state], [state, region_image, region_box], **private)
+        task.change(
+            lambda label: gr.Textbox(placeholder=hints.get(label, "")), [task], [prompt], **private
+        )
+        model_events = {
+            "concurrency_limit": engine.limits.concurrency,
+            "concurrency_id": "model",
+            **private,
+        }
+        outputs = [chatbot, prompt, annotated, geo_line, table, downloads, found, state]
+        asked = [
+            send.click(respond, [prompt, task, state], outputs, **model_events),
+            prompt.submit(respond, [prompt, task, state], outputs, **model_events),
+        ]
+        stop.click(None, cancels=asked, **private)
+        new_chat.click(
+            new_conversation, [state], [state, chatbot, annotated, geo_line, table, downloads, found],
+            **private,
+        )  # fmt: skip
+        api_button.click(
+            api_ask,
+            [api_image, api_prompt, api_task],
+            [api_answer],
+            api_name="ask",
+            api_description="Answer a prompt about one image. Inputs: image file, prompt, task "
+            "(optional: caption, vqa, detect, detect_obb, refer, segment, classify…). "
+            "Returns the answer text.",
+            concurrency_limit=engine.limits.concurrency,
+            concurrency_id="model",
+        )
+    return demo
+
+
+def _passage_lookup(kb):
+    def lookup(entry_id: str) -> str | None:
+        try:
+            return kb.get(entry_id).text
+        except Exception:  # a store without that id (or without get): show the title only
+            return None
+
+    return lookup
+
+
+def _examples(folder: Path, files, task, prompt, labels: list[str]) -> None:
+    rows = [
+        (["residential.png"], "Find objects", "buildings", "Find buildings"),
+        (["residential.png"], "Describe", "", "Describe a neighbourhood"),
+        (["farmland.png"], "Classify the scene", "", "Classify farmland"),
+        (["change_before.png", "change_after.png"], "What changed", "", "What changed?"),
+        (["residential.png"], "Outline", "swimming pools", "Outline pools"),
+    ]
+    examples, names = [], []
+    for images, label, text, name in rows:
+        paths = [folder / n for n in images]
+        if label in labels and all(p.is_file() for p in paths):
+            examples.append([[str(p) for p in paths], label, text])
+            names.append(name)
+    if examples:
+        gr.Examples(
+            examples,
+            inputs=[files, task, prompt],
+            example_labels=names,
+            label="Examples (GeoSynth scenes shipped with GeoAssist)",
+            examples_per_page=6,
+        )
+
+
+__all__ = ["CSS", "Session", "build_app"]

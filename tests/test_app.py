@@ -1,0 +1,416 @@
+"""The app's pieces without a browser: overlays, chat text, uploads, request checks, the Blocks."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+from affine import Affine
+from rasterio.crs import CRS
+
+from geoassist.app import overlays, render
+from geoassist.app.engine import Engine, Limits, timed
+from geoassist.app.inputs import (
+    BandChoice,
+    InputError,
+    compose_rgb,
+    make_quicklook,
+    parse_bands,
+    stage_uploads,
+)
+from geoassist.assistant import Answer
+from geoassist.geo import Georef, add_map_geometry
+from geoassist.io import Image, load_image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _answer(**kw) -> Answer:
+    base = dict(text="two buildings and a pool", task="detect", image_size=(200, 100))
+    base.update(kw)
+    return Answer(**base)
+
+
+def _known_answer() -> Answer:
+    return _answer(
+        boxes=[
+            {"label": "building", "box": [10, 10, 50, 40], "score": None},
+            {"label": "building", "box": [100, 20, 140, 60], "score": None},
+        ],
+        obboxes=[
+            {
+                "label": "pool",
+                "obox": [160, 70, 20, 10, 0],
+                "corners": [[150, 65], [170, 65], [170, 75], [150, 75]],
+                "score": None,
+            }
+        ],
+        polygons=[{"label": "field", "points": [[60, 60], [90, 60], [90, 95], [60, 95]]}],
+    )
+
+
+# ----------------------------------------------------------------------------- overlays
+
+
+def test_overlay_has_one_layer_per_label_with_outline_and_light_fill():
+    rgb = np.full((100, 200, 3), 40, np.uint8)
+    overlay = overlays.build_overlay(rgb, _known_answer(), tags=False)
+    legends = [legend for _, legend in overlay.layers]
+    assert legends == ["building (2)", "pool (1)", "field (1)"]
+    assert overlay.counts == {"building": 2, "pool": 1, "field": 1}
+    assert len(set(overlay.color_map.values())) == 3
+    building = overlay.layers[0][0]
+    assert building.shape == (100, 200)
+    assert building[10, 30] == pytest.approx(overlays.OUTLINE_ALPHA)  # top edge of box 1
+    assert building[25, 30] == pytest.approx(overlays.FILL_ALPHA)  # inside box 1
+    assert building[40, 120] == pytest.approx(overlays.FILL_ALPHA)  # inside box 2
+    assert building[80, 30] == 0  # outside both
+    assert overlay.layers[1][0][70, 160] == pytest.approx(overlays.FILL_ALPHA)  # inside the pool
+    np.testing.assert_array_equal(overlay.image, rgb)  # no tags asked for
+
+
+def test_overlay_scales_geometry_to_the_display_image():
+    rgb = np.zeros((50, 100, 3), np.uint8)  # the 200×100 original shown at half size
+    overlay = overlays.build_overlay(rgb, _known_answer(), scale=0.5, tags=False)
+    building = overlay.layers[0][0]
+    assert building.shape == (50, 100)
+    assert building[12, 15] == pytest.approx(overlays.FILL_ALPHA)  # centre of box 1 (30, 25) / 2
+    assert building[35, 15] == 0
+
+
+def test_mask_and_region_become_their_own_layers():
+    mask = np.zeros((100, 200), bool)
+    mask[50:, :100] = True
+    answer = _answer(
+        task="segment", mask=mask, history=[{"role": "user", "content": "<image>\n[segment] water"}]
+    )
+    overlay = overlays.build_overlay(
+        np.zeros((50, 100, 3), np.uint8), answer, scale=0.5, region=[0, 0, 100, 50]
+    )
+    legends = [legend for _, legend in overlay.layers]
+    assert legends == ["water (mask)", "your region"]
+    area = overlay.layers[0][0]
+    assert area[40, 20] == pytest.approx(overlays.MASK_ALPHA) and area[10, 80] == 0
+    assert overlay.color_map["your region"] == overlays.REGION_COLOR
+
+
+def test_no_answer_or_no_geometry_gives_the_plain_image():
+    rgb = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    for answer in (None, _answer(text="a farm")):
+        overlay = overlays.build_overlay(rgb, answer)
+        assert overlay.layers == [] and overlay.color_map == {}
+        np.testing.assert_array_equal(overlay.image, rgb)
+        assert overlay.annotated_value[1] == []
+
+
+def test_tags_write_labels_on_the_image_and_flatten_burns_in_the_colours():
+    rgb = np.full((100, 200, 3), 40, np.uint8)
+    overlay = overlays.build_overlay(rgb, _known_answer())
+    assert (overlay.image != rgb).any()  # label tags were drawn
+    flat = np.asarray(overlays.flatten(overlay))
+    assert flat.shape == (100, 200, 3)
+    amber = np.array(overlays._hex_rgb(overlay.color_map["building (2)"]))
+    assert np.abs(flat[25, 10].astype(int) - amber).max() <= 2  # left edge of box 1, fully opaque
+    np.testing.assert_array_equal(flat[95, 195], rgb[95, 195])  # untouched corner
+
+
+def test_region_from_clicks_orders_corners_and_refuses_lines():
+    assert overlays.region_from_clicks((50, 40), (10, 80)) == [10, 40, 50, 80]
+    assert overlays.region_from_clicks((5, 5), (5, 50)) is None
+
+
+def _georeferenced(answer: Answer) -> Answer:
+    # 10 m pixels in UTM 33N, upper-left corner at (500000, 4649800).
+    georef = Georef(Affine(10, 0, 500000, 0, -10, 4649800), CRS.from_epsg(32633), 200, 100)
+    add_map_geometry(answer, georef)
+    return answer
+
+
+def test_geometry_rows_carry_lonlat_for_georeferenced_answers():
+    rows = overlays.geometry_rows(_georeferenced(_known_answer()))
+    assert [r[1] for r in rows] == ["box", "box", "oriented box", "polygon"]
+    assert rows[0][:4] == [1, "box", "building", "10, 10, 50, 40"]
+    georef = Georef(Affine(10, 0, 500000, 0, -10, 4649800), CRS.from_epsg(32633))
+    lon, lat = georef.pixel_to_lonlat(30.0, 25.0)
+    assert rows[0][4] == pytest.approx(float(lon), abs=1e-5)
+    assert rows[0][5] == pytest.approx(float(lat), abs=1e-5)
+    assert 14 < rows[0][4] < 16 and 41 < rows[0][5] < 43  # UTM 33N, near 42° N
+    plain = overlays.geometry_rows(_known_answer())
+    assert plain[0][4:] == ["", ""]
+
+
+def test_geojson_only_for_georeferenced_answers_with_geometry(tmp_path):
+    collection = overlays.answer_geojson(_georeferenced(_known_answer()))
+    assert collection["type"] == "FeatureCollection"
+    kinds = [f["properties"]["kind"] for f in collection["features"]]
+    assert kinds == ["box", "box", "obox", "polygon"]
+    lon, lat = collection["features"][0]["geometry"]["coordinates"][0][0]
+    assert 14 < lon < 16 and 41 < lat < 43
+    json.dumps(collection)  # serialisable as it is
+    assert overlays.answer_geojson(_known_answer()) is None  # pixels only
+    assert overlays.answer_geojson(_georeferenced(_answer(text="a farm"))) is None  # nothing drawn
+    assert "EPSG:32633" in overlays.describe_geo(_georeferenced(_answer()))
+    assert "not georeferenced" in overlays.describe_geo(_known_answer())
+
+
+# ----------------------------------------------------------------------------- chat text
+
+
+def test_preview_hides_grammar_and_half_written_tags():
+    raw = "Found <ref>ship</ref><box>1,2,3,4</box><box>5,6,7,8</box> and <ref>pl"
+    assert render.preview_text(raw) == "Found ship▭▭ and pl"
+    assert render.preview_text("two <ref>ship</ref><bo") == "two ship"
+    assert render.preview_text("<mask>16x16|0*16;") == " [mask] "
+    assert render.preview_text("a < b & <script>x</script>") == "a &lt; b &amp; x"
+
+
+def test_final_text_says_what_was_drawn():
+    text = render.final_text(_known_answer())
+    assert text.startswith("two buildings and a pool")
+    assert "2 × building" in text and "1 × pool (rotated)" in text and "1 × field (outline)" in text
+    assert "Nothing found" in render.final_text(_answer(text=""))
+    assert "no text" in render.final_text(_answer(text="", task="caption"))
+    cut = render.final_text(_answer(text="partial", task="caption"), cut_note=" (cut)")
+    assert cut.endswith(" (cut)")
+
+
+def test_citations_become_collapsible_messages_cited_first():
+    answer = _answer(
+        citations=[
+            {"id": "a", "title": "Landsat", "source": "USGS", "url": "", "cited": False},
+            {
+                "id": "b",
+                "title": "Sentinel-2 bands",
+                "source": "ESA",
+                "url": "https://x.test/b",
+                "cited": True,
+            },
+        ]
+    )
+    messages = render.citation_messages(answer, passage_for={"b": "B08 is NIR at 10 m."}.get)
+    assert [m["metadata"]["title"] for m in messages] == [
+        "📄 [b] Sentinel-2 bands — ESA",
+        "📄 [a] Landsat — USGS (retrieved, not cited)",
+    ]
+    assert messages[0]["content"].startswith("B08 is NIR at 10 m.")
+    assert "https://x.test/b" in messages[0]["content"]
+    assert "not available" in messages[1]["content"]
+    assert render.citation_messages(_answer()) == []
+
+
+# ----------------------------------------------------------------------------- uploads
+
+
+def _png(path: Path, size=(64, 48)) -> Path:
+    PIL.Image.fromarray(
+        np.random.default_rng(1).integers(0, 255, (size[1], size[0], 3), np.uint8)
+    ).save(path)
+    return path
+
+
+@pytest.fixture
+def upload_dir(tmp_path) -> Path:
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    return folder
+
+
+def test_stage_uploads_puts_side_cars_beside_their_image(upload_dir, tmp_path):
+    # Gradio keeps each upload in its own folder; staging brings them together.
+    (upload_dir / "a").mkdir()
+    (upload_dir / "b").mkdir()
+    image = _png(upload_dir / "a" / "tile.png")
+    world = upload_dir / "b" / "tile.pgw"
+    world.write_text("0.5\n0\n0\n-0.5\n1000.25\n2000.25\n")
+    staged = stage_uploads(
+        [image, world], allowed_roots=[upload_dir], staging_root=tmp_path, max_images=4
+    )
+    assert [p.name for p in staged.images] == ["tile.png"] and staged.names == ["tile.png"]
+    assert load_image(staged.images[0]).transform == Affine(0.5, 0, 1000.0, 0, -0.5, 2000.5)
+    staged.cleanup()
+    assert not staged.folder.exists()
+    assert (
+        stage_uploads(None, allowed_roots=[upload_dir], staging_root=tmp_path, max_images=4) is None
+    )
+
+
+def test_stage_uploads_never_reads_paths_outside_the_upload_folder(upload_dir, tmp_path):
+    outside = _png(tmp_path / "secret.png")
+    with pytest.raises(InputError, match="upload"):
+        stage_uploads([outside], allowed_roots=[upload_dir], staging_root=tmp_path, max_images=4)
+    with pytest.raises(InputError, match="upload"):
+        stage_uploads(
+            [upload_dir / ".." / "secret.png"],
+            allowed_roots=[upload_dir],
+            staging_root=tmp_path,
+            max_images=4,
+        )
+    with pytest.raises(InputError, match="upload"):
+        stage_uploads(
+            ["/etc/passwd"], allowed_roots=[upload_dir], staging_root=tmp_path, max_images=4
+        )
+
+
+def test_stage_uploads_refuses_wrong_files_and_counts(upload_dir, tmp_path):
+    notes = upload_dir / "notes.txt"
+    notes.write_text("hi")
+    with pytest.raises(InputError, match="not an image"):
+        stage_uploads([notes], allowed_roots=[upload_dir], staging_root=tmp_path, max_images=4)
+    prj = upload_dir / "x.prj"
+    prj.write_text("")
+    with pytest.raises(InputError, match="side-car"):
+        stage_uploads([prj], allowed_roots=[upload_dir], staging_root=tmp_path, max_images=4)
+    pngs = [_png(upload_dir / f"{i}.png") for i in range(3)]
+    with pytest.raises(InputError, match="at most 2"):
+        stage_uploads(pngs, allowed_roots=[upload_dir], staging_root=tmp_path, max_images=2)
+
+
+def test_parse_bands():
+    assert parse_bands("4,3,2") == [4, 3, 2]
+    assert parse_bands(" B08 B04 B03 ") == ["B08", "B04", "B03"]
+    assert parse_bands("") is None and parse_bands(None) is None
+    with pytest.raises(InputError, match="three bands"):
+        parse_bands("1,2")
+    assert BandChoice.from_form("", "auto", "auto") == BandChoice()
+    assert BandChoice.from_form("", "naip", "false_color").uses_sensor
+
+
+def _s2_like(h=20, w=30) -> Image:
+    names = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
+    array = np.random.default_rng(2).integers(0, 10000, (h, w, len(names)), dtype=np.uint16)
+    return Image(array, names)
+
+
+def test_compose_rgb_detects_sentinel2_and_follows_choices():
+    image = _s2_like()
+    rgb, note = compose_rgb(image, BandChoice())
+    assert rgb.shape == (20, 30, 3) and rgb.dtype == np.uint8 and "true colour" in note
+    rgb_b, note_b = compose_rgb(image, BandChoice(bands=("B08", "B04", "B03")))
+    assert note_b == "bands B08, B04, B03" and not np.array_equal(rgb, rgb_b)
+    _, note_c = compose_rgb(image, BandChoice(composite="false_color"))
+    assert note_c.startswith("false colour")
+    unnamed = Image(np.zeros((5, 5, 5), np.uint16), [f"band_{i}" for i in range(1, 6)])
+    with pytest.raises(InputError, match="Bands"):
+        compose_rgb(unnamed, BandChoice())
+
+
+def test_quicklook_reads_a_large_geotiff_reduced(tmp_path):
+    import rasterio
+
+    path = tmp_path / "scene.tif"
+    data = np.random.default_rng(3).integers(0, 4000, (4, 600, 900), dtype=np.uint16)
+    profile = dict(driver="GTiff", width=900, height=600, count=4, dtype="uint16",
+                   crs="EPSG:32633", transform=Affine(10, 0, 500000, 0, -10, 4649800))  # fmt: skip
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+        ds.descriptions = ("red", "green", "blue", "nir")
+    look = make_quicklook(path, max_side=300)
+    assert look.rgb.shape == (200, 300, 3) and look.scale == pytest.approx(1 / 3)
+    assert look.size == (900, 600) and look.georeferenced
+    assert "EPSG:32633" in look.describe and "10 m/px" in look.describe
+    false = make_quicklook(path, BandChoice(bands=("nir", "red", "green")), max_side=300)
+    assert false.bands_note == "bands nir, red, green"
+
+
+def test_quicklook_of_a_corrupt_file_is_an_input_error(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(InputError, match="broken.png"):
+        make_quicklook(bad)
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from conftest import build_tiny
+
+    from geoassist.assistant import Assistant
+
+    return Engine(
+        Assistant(build_tiny()), model_name="tiny", load_s=0.1, limits=Limits(max_new_tokens=4)
+    )
+
+
+def test_checks_give_messages_a_user_can_act_on(engine):
+    with pytest.raises(InputError, match="limit is 2,000"):
+        engine.check("x" * 2001, "vqa", 1, None)
+    with pytest.raises(InputError, match="two images"):
+        engine.check("", "change", 1, None)
+    with pytest.raises(InputError, match="upload an image"):
+        engine.check("ships", "detect", 0, None)
+    with pytest.raises(InputError, match="mark a region"):
+        engine.check("", "region", 1, None)
+    with pytest.raises(InputError, match="needs a prompt"):
+        engine.check(" ", "detect", 1, None)
+    with pytest.raises(InputError, match="type a question"):
+        engine.check("", None, 1, None)
+    with pytest.raises(InputError, match="at most"):
+        engine.check("hi", None, engine.max_images + 1, None)
+    assert engine.check(" ships ", "detect", 1, None) == "ships"
+    assert engine.check("", "caption", 1, None) == ""
+
+
+def test_tasks_and_status(engine):
+    labels = [c.label for c in engine.task_choices()]
+    assert "Find objects" in labels and "Ask the knowledge store" not in labels  # no store here
+    assert engine.task_for("Find objects") == "detect" and engine.task_for("detect") == "detect"
+    assert engine.task_for("Chat") is None and engine.task_for("") is None
+    with pytest.raises(InputError, match="unknown task"):
+        engine.task_for("fly")
+    assert "tiny" in engine.status_line() and "cpu" in engine.status_line()
+
+
+def test_engine_streams_an_answer_for_an_example_image(engine):
+    stream = engine.stream([REPO / "examples" / "residential.png"], "buildings", task="detect")
+    pieces = list(stream)
+    assert stream.answer is not None and stream.answer.task == "detect"
+    assert "".join(pieces).strip() == stream.answer.raw
+    assert stream.answer.image_size == (256, 256)
+
+
+def test_timed_stops_and_closes_a_slow_stream():
+    closed = []
+
+    def slow():
+        try:
+            for i in range(100):
+                time.sleep(0.01)
+                yield str(i)
+        finally:
+            closed.append(True)
+
+    out = list(timed(slow(), timeout_s=0.03))
+    assert out[-1] == ("", True) and len(out) < 20 and closed == [True]
+
+
+def test_build_app_exposes_only_the_ask_endpoint(engine):
+    import gradio as gr
+
+    from geoassist.app.ui import build_app
+
+    demo = build_app(engine)
+    assert isinstance(demo, gr.Blocks)
+    public = [fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"]
+    assert public == ["ask"]
+
+
+def test_serve_command_is_registered_with_safe_defaults():
+    from geoassist.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", "tiny"])
+    assert args.host == "127.0.0.1" and args.share is False and args.port == 7860
+    assert args.concurrency >= 1 and args.max_file_size and args.timeout > 0
+
+
+def test_serve_command_rejects_bad_numbers(capsys):
+    from geoassist.cli import main
+
+    assert main(["serve", "--model", "tiny", "--concurrency", "0"]) == 1
+    assert "--concurrency must be at least 1" in capsys.readouterr().err
+    assert main(["serve", "--model", "tiny", "--port", "70000"]) == 1
