@@ -28,8 +28,11 @@ class Answer:
 
     Boxes are ``{"label", "box": [x1, y1, x2, y2], "score"}`` in pixels of the
     input image (the last image of a pair or series). When that image is
-    georeferenced, each geometry also carries ``box_map`` in the image's CRS and
-    ``geo`` says which CRS.
+    georeferenced, each geometry also carries map coordinates in the image's CRS
+    (``box_map``, ``polygon_map``…) and WGS84 lon/lat (``polygon_lonlat``…), and
+    ``geo`` describes the georeference; otherwise ``geo`` says that there is none
+    (see :mod:`geoassist.geo`). ``coverage`` says how a large scene was read
+    (tiles read, whether all of it was; see :mod:`geoassist.tiling`).
     """
 
     text: str
@@ -44,6 +47,7 @@ class Answer:
     image_size: tuple[int, int] | None = None
     geo: dict[str, Any] | None = None
     history: list[dict[str, str]] = field(default_factory=list, repr=False)
+    coverage: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,9 +60,19 @@ class Answer:
             "mask": mask_to_rle(self.mask) if self.mask is not None else None,
             "citations": self.citations,
             "geo": self.geo,
+            "coverage": self.coverage,
             "parse_errors": self.parse_errors,
             "raw": self.raw,
         }
+
+    def to_geojson(self, crs: str = "EPSG:4326") -> dict[str, Any]:
+        """The answer's geometry as a GeoJSON FeatureCollection (lon/lat; ``crs="native"``: the image's CRS).
+
+        Raises :class:`geoassist.geo.NotGeoreferencedError` for images without georeferencing.
+        """
+        from geoassist.geo import answer_to_geojson
+
+        return answer_to_geojson(self, crs=crs)
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
@@ -182,9 +196,16 @@ class Assistant:
         history: list[dict[str, str]] | None = None,
         region: Sequence[float] | None = None,
         bands: Sequence[str | int] | None = None,
+        sensor: str | None = None,
+        composite: str | None = None,
         max_new_tokens: int = 256,
     ) -> _Prepared:
-        loaded = self._load_images(image, images)
+        from geoassist.sensors import prepare_for_encoder
+
+        loaded = [
+            prepare_for_encoder(im, self.config.preprocess, sensor=sensor, composite=composite)
+            for im in self._load_images(image, images)
+        ]
         if task is not None and task not in TASKS:
             raise GeoAssistError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
         pixel_values = self._pixel_values(loaded, bands)
@@ -226,12 +247,16 @@ class Assistant:
         history: list[dict[str, str]] | None = None,
         region: Sequence[float] | None = None,
         bands: Sequence[str | int] | None = None,
+        sensor: str | None = None,
+        composite: str | None = None,
         max_new_tokens: int = 256,
         do_sample: bool = False,
         temperature: float = 0.7,
         top_p: float = 0.9,
         seed: int | None = None,
         stream: bool = False,
+        max_tiles: int | None = None,
+        tiling=None,
     ) -> Answer | AnswerStream:
         """Answer ``prompt`` about ``image`` (a path, PIL image, array or bytes; a list for a pair/series).
 
@@ -240,7 +265,29 @@ class Assistant:
         ``prompt`` as its argument; without it, ``prompt`` is sent as written.
         ``history`` continues a conversation (pass ``answer.history``). With
         ``stream=True`` the result is an :class:`AnswerStream` of text pieces.
+
+        ``sensor`` (a :mod:`geoassist.sensors` preset) and ``composite`` (``true_color``,
+        ``false_color``, ``ndvi``…) choose how multispectral bands become the encoder's input.
+        An image larger than the encoder's input (a path, URL, band folder or array) is read
+        in windows and tiled (:mod:`geoassist.tiling`): at most ``max_tiles`` tiles
+        (default 64; 0 answers from a downscaled overview), more options in ``tiling``
+        (a :class:`~geoassist.tiling.TilingOptions` or dict; ``False`` loads and resizes the
+        image as a small one); ``Answer.coverage`` says what was read.
         """
+        from geoassist.tiling import answer_if_large
+
+        large = answer_if_large(
+            self, image, images, prompt, task=task, history=history, region=region,
+            bands=bands, sensor=sensor, composite=composite, max_new_tokens=max_new_tokens,
+            do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
+            max_tiles=max_tiles, tiling=tiling,
+        )  # fmt: skip
+        if large is not None:
+            if not stream:
+                return large
+            result = AnswerStream(iter([large.text]))
+            result.answer = large
+            return result
         prepared = self._prepare(
             image,
             prompt,
@@ -249,6 +296,8 @@ class Assistant:
             history=history,
             region=region,
             bands=bands,
+            sensor=sensor,
+            composite=composite,
             max_new_tokens=max_new_tokens,
         )
         model = self.model
@@ -301,9 +350,32 @@ class Assistant:
         """Answer many requests, ``batch_size`` at a time in one left-padded generate call each.
 
         Each request is a dict of :meth:`ask` arguments: ``image``, ``prompt`` and
-        optionally ``images``, ``task``, ``history``, ``region``, ``bands``.
-        Answers come back in request order.
+        optionally ``images``, ``task``, ``history``, ``region``, ``bands``, ``sensor``,
+        ``composite``, ``max_tiles``, ``tiling``. Large scenes are answered one by one
+        through their tiles. Answers come back in request order.
         """
+        from geoassist.tiling import answer_if_large
+
+        gen = dict(do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed)
+        large = [
+            answer_if_large(
+                self, req.get("image"), req.get("images"), req.get("prompt", ""),
+                **{k: v for k, v in req.items() if k not in ("image", "images", "prompt")},
+                max_new_tokens=max_new_tokens, **gen,
+            )  # fmt: skip
+            for req in requests
+        ]
+        if any(a is not None for a in large):
+            small = [req for req, a in zip(requests, large, strict=True) if a is None]
+            answered = iter(
+                self.ask_batch(small, batch_size=batch_size, max_new_tokens=max_new_tokens, **gen)
+                if small
+                else []
+            )
+            return [a if a is not None else next(answered) for a in large]
+        requests = [
+            {k: v for k, v in req.items() if k not in ("max_tiles", "tiling")} for req in requests
+        ]
         model = self.model
         sampling, generator = self._sampling(do_sample, temperature, top_p, seed)
         answers: list[Answer] = []
@@ -366,20 +438,7 @@ class Assistant:
             image_size=image.size,
             history=history,
         )
-        if image.transform is not None:
-            self._add_map_coordinates(answer, image)
-        return answer
+        from geoassist.geo import Georef, add_map_geometry
 
-    @staticmethod
-    def _add_map_coordinates(answer: Answer, image) -> None:
-        """Boxes in the image's CRS, for georeferenced inputs."""
-        for item in answer.boxes:
-            x1, y1, x2, y2 = item["box"]
-            xs, ys = image.pixel_to_map(np.array([x1, x2]), np.array([y1, y2]))
-            item["box_map"] = [float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))]
-        for item in answer.polygons:
-            pts = np.array(item["points"], dtype=float)
-            xs, ys = image.pixel_to_map(pts[:, 0], pts[:, 1])
-            item["points_map"] = np.column_stack([xs, ys]).tolist()
-        crs = image.crs.to_string() if image.crs is not None else None
-        answer.geo = {"crs": crs, "transform": list(image.transform)[:6]}
+        add_map_geometry(answer, Georef.from_image(image))
+        return answer

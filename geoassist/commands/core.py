@@ -27,6 +27,12 @@ def register(subparsers) -> None:
     _model_options(p)
     p.add_argument("--json", action="store_true", help="print the whole Answer as JSON")
     p.add_argument("--stream", action="store_true", help="print the text as it is generated")
+    p.add_argument(
+        "--geojson",
+        metavar="OUT",
+        help="also write the answer's boxes, polygons and mask as GeoJSON (lon/lat) to OUT; "
+        "the image must be georeferenced",
+    )
     p.set_defaults(func=run_ask)
 
     p = subparsers.add_parser(
@@ -60,6 +66,23 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--bands", help="comma-separated band names or 1-based indices for the RGB composite"
+    )
+    p.add_argument(
+        "--sensor",
+        help="sensor preset for multispectral input (sentinel2-l1c, sentinel2-l2a, landsat8, "
+        "naip, planetscope-4, …; see geoassist.sensors)",
+    )
+    p.add_argument(
+        "--composite",
+        help="encoder input made from the bands: true_color (default), false_color, swir, "
+        "agriculture, urban, ndvi, ndwi, nbr, ndbi",
+    )
+    p.add_argument(
+        "--max-tiles",
+        type=int,
+        metavar="N",
+        help="large scenes: read at most N tiles at full resolution (default 64; 0 answers "
+        "from a downscaled overview)",
     )
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
@@ -164,6 +187,9 @@ def _ask_kwargs(args) -> dict:
         task=args.task,
         region=args.region,
         bands=_bands(args.bands),
+        sensor=args.sensor,
+        composite=args.composite,
+        max_tiles=args.max_tiles,
         max_new_tokens=args.max_new_tokens,
         do_sample=args.sample,
         temperature=args.temperature,
@@ -184,10 +210,24 @@ def run_ask(args) -> int:
         for piece in stream:
             print(piece, end="", flush=True)
         print()
+        _geo_outputs(stream.answer, args)
         return 0
     answer = assistant.ask(images or None, prompt, **_ask_kwargs(args))
     print(answer.to_json() if args.json else answer.text)
+    _geo_outputs(answer, args)
     return 0
+
+
+def _geo_outputs(answer, args) -> None:
+    """The coverage note of a large scene (on stderr) and the --geojson file."""
+    note = (answer.coverage or {}).get("note")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    if getattr(args, "geojson", None):
+        from geoassist.geo import write_geojson
+
+        write_geojson(answer, args.geojson)
+        print(f"wrote {args.geojson}", file=sys.stderr)
 
 
 CHAT_HELP = """commands:
