@@ -14,7 +14,7 @@ import torch
 
 from geoassist import formats
 from geoassist.chat import IMAGE_SLOT, Message, collate, render, with_image_slots
-from geoassist.errors import GeoAssistError, ImageSlotMismatchError
+from geoassist.errors import ContextTooLongError, GeoAssistError, ImageSlotMismatchError
 from geoassist.prompts import TASKS, build_prompt
 
 logger = logging.getLogger(__name__)
@@ -118,22 +118,43 @@ class _Prepared:
     loaded: list
     messages: list[Message]
     task: str | None
+    # Retrieved hits placed in the prompt (None: no knowledge store was used).
+    passages: list | None = None
 
 
 class Assistant:
-    def __init__(self, model, device: str | torch.device = "cpu"):
+    """Ask a model about images. ``kb`` attaches a knowledge store (a folder, ``"default"`` or a
+    :class:`~geoassist.rag.KnowledgeStore`): free questions and the ``knowledge`` task then
+    retrieve ``kb_k`` passages, answer from them and fill :attr:`Answer.citations`."""
+
+    def __init__(self, model, device: str | torch.device = "cpu", *, kb=None, kb_k: int = 5):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
+        self.kb = None
+        self.kb_k = kb_k
+        self._kb_image_embedder = None
+        if kb is not None:
+            from geoassist.rag import open_store
+
+            self.kb = open_store(kb)
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | Path = DEFAULT_MODEL, *, device: str | None = None
+        cls,
+        name_or_path: str | Path = DEFAULT_MODEL,
+        *,
+        device: str | None = None,
+        kb=None,
+        kb_k: int = 5,
     ) -> Assistant:
-        """Load a checkpoint folder, a preset (``tiny``, ``mini``…), a published model or a hub id."""
+        """Load a checkpoint folder, a preset (``tiny``, ``mini``…), a published model or a hub id.
+
+        ``kb`` is a knowledge store to ground answers in (``"default"`` for the bundled one).
+        """
         from geoassist.checkpoint import create_model
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(create_model(name_or_path, device=device), device=device)
+        return cls(create_model(name_or_path, device=device), device=device, kb=kb, kb_k=kb_k)
 
     @property
     def config(self):
@@ -166,14 +187,21 @@ class Assistant:
         ).to(self.device)
 
     def _conversation(
-        self, prompt: str, task: str | None, history, n_images: int, region, image_size
+        self,
+        prompt: str,
+        task: str | None,
+        history,
+        n_images: int,
+        region,
+        image_size,
+        context: str | None = None,
     ) -> list[Message]:
         region_text = None
         if region is not None:
             if image_size is None:
                 raise GeoAssistError("a region needs an image")
             region_text = formats.format_box(region, image_size)
-        text = build_prompt(task, prompt, region=region_text)
+        text = build_prompt(task, prompt, region=region_text, context=context)
         messages = [Message("system", self.config.system_prompt)]
         previous = [
             Message(m["role"], m["content"]) for m in (history or []) if m.get("role") != "system"
@@ -210,17 +238,49 @@ class Assistant:
             raise GeoAssistError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
         pixel_values = self._pixel_values(loaded, bands)
         image_size = loaded[-1].size if loaded else None
-        messages = self._conversation(prompt, task, history, len(loaded), region, image_size)
-        rendered = render(
-            messages,
-            self.model.tokenizer,
-            num_image_tokens=self.config.num_image_tokens,
-            num_images=len(loaded),
-            image_token_id=self.model.image_token_id,
-            add_generation_prompt=True,
-            max_length=max(self.config.lm.max_context - max_new_tokens, 1),
-        )
-        return _Prepared(rendered, pixel_values, loaded, messages, task)
+        passages = None
+        if self.kb is not None and task in (None, "knowledge"):
+            task, passages = "knowledge", self._retrieve(prompt, loaded)
+        while True:
+            context = None
+            if passages is not None:
+                from geoassist.rag import context_block
+
+                context, passages = context_block(passages)
+            messages = self._conversation(
+                prompt, task, history, len(loaded), region, image_size, context
+            )
+            try:
+                rendered = render(
+                    messages,
+                    self.model.tokenizer,
+                    num_image_tokens=self.config.num_image_tokens,
+                    num_images=len(loaded),
+                    image_token_id=self.model.image_token_id,
+                    add_generation_prompt=True,
+                    max_length=max(self.config.lm.max_context - max_new_tokens, 1),
+                )
+            except ContextTooLongError:
+                if not passages:
+                    raise
+                passages = passages[:-1]  # fewer passages rather than no answer
+                continue
+            return _Prepared(rendered, pixel_values, loaded, messages, task, passages)
+
+    def _retrieve(self, prompt: str, loaded: Sequence) -> list:
+        """The store's best passages for the question, and for the last image too when the store
+        holds image vectors made by this model's own vision tower."""
+        from geoassist.rag import VisionTowerEmbedder
+
+        if not prompt.strip():
+            raise GeoAssistError("ask a question to search the knowledge store with")
+        image, embedder = None, None
+        if loaded and "image" in self.kb.specs:
+            if self._kb_image_embedder is None:
+                self._kb_image_embedder = VisionTowerEmbedder(self.model)
+            if self.kb.can_search_images_with(self._kb_image_embedder):
+                image, embedder = loaded[-1], self._kb_image_embedder
+        return self.kb.search(prompt, image=image, image_embedder=embedder, k=self.kb_k)
 
     def _sampling(self, do_sample: bool, temperature: float, top_p: float, seed: int | None):
         from geoassist.model.vlm import SamplingConfig
@@ -235,7 +295,16 @@ class Assistant:
         raw = model.tokenizer.decode(
             [t for t in tokens if t != model.end_token_id], skip_special_tokens=True
         )
-        return self._answer(raw.strip(), prepared.task, prepared.loaded, prepared.messages)
+        answer = self._answer(raw.strip(), prepared.task, prepared.loaded, prepared.messages)
+        if prepared.passages is not None:
+            from geoassist.rag import citations
+
+            # Only retrieved passages are ever cited; other ids in the text are reported.
+            answer.citations, unknown = citations(raw, prepared.passages)
+            answer.parse_errors += [
+                f"dropped citation [{cid}]: no retrieved passage has this id" for cid in unknown
+            ]
+        return answer
 
     def ask(
         self,

@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "geoassist.commands.eval",
     "geoassist.commands.train",
     "geoassist.commands.data",
+    "geoassist.commands.kb",
     "geoassist.commands.serve",
 ]
 

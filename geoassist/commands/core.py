@@ -89,6 +89,14 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, cuda:1… (default: cuda when available)")
+    p.add_argument(
+        "--kb",
+        metavar="KB",
+        help="ground answers in a knowledge store: a store folder or 'default' (the bundled one)",
+    )
+    p.add_argument(
+        "--kb-k", type=int, default=5, help="passages retrieved per question (default 5)"
+    )
 
 
 def _bands(text: str | None):
@@ -179,7 +187,9 @@ def _assistant(args):
     from geoassist.assistant import Assistant
 
     _quiet_transformers()
-    return Assistant.from_pretrained(args.model, device=args.device)
+    return Assistant.from_pretrained(
+        args.model, device=args.device, kb=getattr(args, "kb", None), kb_k=getattr(args, "kb_k", 5)
+    )
 
 
 def _ask_kwargs(args) -> dict:
@@ -210,10 +220,13 @@ def run_ask(args) -> int:
         for piece in stream:
             print(piece, end="", flush=True)
         print()
+        _print_sources(stream.answer)
         _geo_outputs(stream.answer, args)
         return 0
     answer = assistant.ask(images or None, prompt, **_ask_kwargs(args))
     print(answer.to_json() if args.json else answer.text)
+    if not args.json:
+        _print_sources(answer)
     _geo_outputs(answer, args)
     return 0
 
@@ -228,6 +241,16 @@ def _geo_outputs(answer, args) -> None:
 
         write_geojson(answer, args.geojson)
         print(f"wrote {args.geojson}", file=sys.stderr)
+
+
+def _print_sources(answer) -> None:
+    """The knowledge-store passages an answer cites, one line each."""
+    cited = [c for c in answer.citations if c.get("cited")]
+    if cited:
+        print("\nSources:")
+    for c in cited:
+        url = f" <{c['url']}>" if c.get("url") else ""
+        print(f"  [{c['id']}] {c['title']} — {c['source']}{url}")
 
 
 CHAT_HELP = """commands:
