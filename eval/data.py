@@ -47,9 +47,15 @@ def load_eval_data(
     recipe: str | None = None,
     split: str | None = None,
 ) -> tuple[list[dict[str, Any]], Path]:
-    """``(records, image_root)`` for ``--data``; ``split`` keeps only that split."""
+    """``(records, image_root)`` for ``--data``; ``split`` keeps only that split.
+
+    ``task="synth"`` without a split keeps the ``test`` split when there is one. GeoSynth data
+    needs no files: pass its generation spec (``seed=0,size=256``) with ``recipe="geosynth"``.
+    """
     data = Path(data)
-    if not data.exists():
+    if split is None and task == "synth" and recipe == "geosynth":
+        split = "test"
+    if not data.exists() and recipe is None:
         raise EvalDataError(f"--data {data} does not exist")
     if data.is_file():
         if data.suffix != ".jsonl":
@@ -67,6 +73,8 @@ def load_eval_data(
         except RecipeError as exc:
             raise EvalDataError(f"cannot read --data {data}: {exc}") from exc
         records, root = list(loaded), Path(root)
+    if split is None and task == "synth" and any(r.get("split") == "test" for r in records):
+        split = "test"
     if split is not None:
         records = [r for r in records if r.get("split") == split]
         if not records:

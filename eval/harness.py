@@ -59,6 +59,7 @@ DEFAULT_SCORERS: dict[str, str] = {
 TASK_RECORDS: dict[str, dict[str, str]] = {
     "rsvqa": {"vqa": "qa", "counting": "qa", "change_qa": "qa"},
     "caption": {"caption": "caption"},
+    "region_caption": {"region_caption": "caption"},
     "grounding": {"grounding": "grounding", "referring": "grounding"},
     "referring": {"referring": "grounding", "grounding": "grounding"},
     "detection": {"detection": "detection"},

@@ -266,13 +266,17 @@ def segmentation_summary(
     intersections: Sequence[int],
     unions: Sequence[int],
     thresholds: Sequence[float] = SEG_THRESHOLDS,
+    *,
+    ious: Sequence[float] | None = None,
 ) -> dict[str, float | None]:
     """Referring-segmentation scores: ``miou`` (mean of per-item IoU), ``oiou`` (total
     intersection over total union) and ``p@t`` (fraction of items with IoU >= t).
 
-    An item whose prediction and reference are both empty has IoU 1.
+    An item whose prediction and reference are both empty has IoU 1, unless ``ious`` gives the
+    per-item values (the harness scores an unreadable answer 0 even there).
     """
-    ious = [i / u if u else 1.0 for i, u in zip(intersections, unions, strict=True)]
+    if ious is None:
+        ious = [i / u if u else 1.0 for i, u in zip(intersections, unions, strict=True)]
     out: dict[str, float | None] = {
         "miou": mean(ious),
         "oiou": (sum(intersections) / sum(unions)) if sum(unions) else None,

@@ -349,19 +349,10 @@ def _recall(
 
 def detection_item(record: dict[str, Any], prediction: str, ctx: ScoreContext) -> dict[str, Any]:
     parsed = ctx.parse(record, prediction)
-    targets = record.get("targets") or {}
     oriented = _wants_oriented(record)
-    # Horizontal mAP wherever there are horizontal targets (or none at all), oriented mAP
-    # wherever there are oriented ones; a record with both counts in both.
-    kinds = [
-        k
-        for k, present in (
-            (False, bool(targets.get("boxes")) or not targets.get("obboxes")),
-            (True, bool(targets.get("obboxes"))),
-        )
-        if present
-    ]
-    sides = {k: _detection_side(record, parsed, k) for k in kinds}
+    # Each record counts in the mAP of the kind its prompt asks for (``[detect_obb]`` or an
+    # ``<obox>`` reference: oriented; otherwise horizontal).
+    sides = {oriented: _detection_side(record, parsed, oriented)}
     refs, preds = sides[oriented]
     has_geometry = bool(preds)
     return {
@@ -476,21 +467,27 @@ def segmentation_item(record: dict[str, Any], prediction: str, ctx: ScoreContext
     predicted = _predicted_mask(parsed, size)
     reference = reference_mask(record, size, ctx.image_root)
     inter, union = metrics.mask_intersection_union(predicted, reference)
-    iou = inter / union if union else 1.0
+    none = _explicit_none(parsed)
+    if union:
+        iou = inter / union
+    else:  # nothing to find: right when the answer says so, wrong when it is unreadable
+        iou = 1.0 if predicted is not None or none else 0.0
     return {
         "reference": f"mask, {int(reference.sum())} px",
         "intersection": inter,
         "union": union,
         "iou": round(iou, 6),
         "correct": iou >= 0.5,
-        "parse_failed": predicted is None and not _explicit_none(parsed),
+        "parse_failed": predicted is None and not none,
         "parse_errors": list(parsed.errors),
     }
 
 
 def segmentation_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Summary:
     m = metrics.segmentation_summary(
-        [it["intersection"] for it in items], [it["union"] for it in items]
+        [it["intersection"] for it in items],
+        [it["union"] for it in items],
+        ious=[it["iou"] for it in items],
     )
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for it in items:
@@ -498,7 +495,9 @@ def segmentation_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Su
     by_type = {}
     for t in sorted(groups):
         s = metrics.segmentation_summary(
-            [it["intersection"] for it in groups[t]], [it["union"] for it in groups[t]]
+            [it["intersection"] for it in groups[t]],
+            [it["union"] for it in groups[t]],
+            ious=[it["iou"] for it in groups[t]],
         )
         by_type[t] = {
             "accuracy": s["p@0.5"],

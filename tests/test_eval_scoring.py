@@ -423,3 +423,18 @@ def test_evaluate_writes_the_files(tmp_path):
     assert json.loads((out / "report.json").read_text())["metrics"]["overall_accuracy"] == 0.2
     assert "rsvqa_lr:2" in (out / "report.md").read_text()
     assert (out / "by_type.png").stat().st_size > 1000
+
+
+def test_segmentation_with_nothing_to_find():
+    empty = np.zeros((8, 8), bool)
+    records = [
+        record(
+            f"rrsis:{i}", "refer_seg", "none", size=(8, 8), targets={"mask_rle": rle_encode(empty)}
+        )
+        for i in range(3)
+    ]
+    predictions = {"rrsis:0": "None.", "rrsis:1": "I cannot see any.", "rrsis:2": ""}
+    report, items, _ = score("refer_seg", records, predictions)
+    assert [it["iou"] for it in items] == [1.0, 0.0, 0.0]  # unreadable is wrong even here
+    assert report["metrics"]["miou"] == pytest.approx(1 / 3)
+    assert report["metrics"]["oiou"] is None  # no pixel to find anywhere

@@ -9,8 +9,9 @@ DESCRIPTION = """Score TASK on the records in --data and write predictions.jsonl
 report.md and plots to --out. Predictions come from a model (--model, batched generation),
 from a JSONL file (--predictions, one {"id": "<record id>", "prediction": "<text>"} per line,
 any system's output) or from a blind question-only baseline (--baseline). --data is a recipe
-output folder, a raw dataset folder in its published layout, the CHOICE benchmark folder or a
-.jsonl file of records. The protocol is in docs/EVAL.md."""
+output folder, a raw dataset folder in its published layout (CHOICE and GeoChat-Bench
+included), a .jsonl file of records, or with --recipe geosynth a GeoSynth generation spec
+such as 'seed=0,size=256'. The protocol is in docs/EVAL.md."""
 
 
 def register(subparsers) -> None:
@@ -43,7 +44,10 @@ def register(subparsers) -> None:
     p.add_argument(
         "--recipe", help="recipe that reads a raw --data folder (default: detected from its layout)"
     )
-    p.add_argument("--split", help="only records of this split (e.g. test, test_phili)")
+    p.add_argument(
+        "--split",
+        help="only records of this split (e.g. test, test_phili; synth: test when there is one)",
+    )
     p.add_argument(
         "--limit", type=int, help="score N records, chosen deterministically by a hash of their ids"
     )
