@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -164,8 +165,25 @@ class GeoAssistModel(nn.Module):
         return self.projector(features, temporal_index.to(features.device))
 
     def embed_inputs(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+        visual: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Token embeddings with the image positions filled by the projected images.
+
+        ``visual`` passes the projected images (``encode_images`` output) when they are already
+        known, so the vision tower does not run again.
+        """
+        embeds, _ = self._embed(input_ids, pixel_values, visual)
+        return embeds
+
+    def _embed(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+        visual: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         is_image, temporal = self._image_layout(input_ids)
         n_images = len(temporal)
         given = 0 if pixel_values is None else pixel_values.shape[0]
@@ -176,11 +194,12 @@ class GeoAssistModel(nn.Module):
         embedding = self.lm.get_input_embeddings()
         embeds = embedding(input_ids.masked_fill(is_image, 0))
         if n_images:
-            visual = self.encode_images(pixel_values, temporal).to(embeds.dtype)
+            if visual is None:
+                visual = self.encode_images(pixel_values, temporal)
             embeds = embeds.masked_scatter(
-                is_image.unsqueeze(-1), visual.reshape(-1, visual.shape[-1])
+                is_image.unsqueeze(-1), visual.to(embeds.dtype).reshape(-1, visual.shape[-1])
             )
-        return embeds
+        return embeds, visual
 
     # --------------------------------------------------------------- forward
     def forward(
@@ -226,23 +245,39 @@ class GeoAssistModel(nn.Module):
         sampling: SamplingConfig | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        min_new_tokens: int = 0,
+        prefix_cache: PrefixCache | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the next token of every row, step by step (rows that finished yield the pad id).
 
         Rows are left-padded (the tokenizer pads on the left); positions come from
-        the attention mask so padding does not shift them.
+        the attention mask so padding does not shift them. ``min_new_tokens`` keeps the end
+        token from being chosen before that many tokens (for benchmarks that need equal work).
+        ``prefix_cache`` (one row only) reuses the keys and values of the tokens this request
+        shares with the previous one that used the same cache and the same images — a
+        follow-up question skips the image and the earlier turns — and keeps this request's
+        for the next.
         """
         sampling = sampling or SamplingConfig()
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        embeds = self.embed_inputs(input_ids, pixel_values)
         positions = positions_from_mask(attention_mask)
+        if prefix_cache is not None and (input_ids.shape[0] != 1 or not use_cache):
+            prefix_cache = None
+        cache, fed = None, []
+        if prefix_cache is not None:
+            step_embeds, cache, start = prefix_cache.resume(self, input_ids, pixel_values)
+            step_positions = positions[:, start:]
+            fed = input_ids[0, start:].tolist()
+        else:
+            embeds = self.embed_inputs(input_ids, pixel_values)
+            step_embeds, step_positions = embeds, positions
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         embedding = self.lm.get_input_embeddings()
-        cache = None
-        step_embeds, step_positions = embeds, positions
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             if use_cache:
+                if prefix_cache is not None:
+                    prefix_cache.cache = None  # not valid while the forward pass extends it
                 out = self.lm(
                     inputs_embeds=step_embeds,
                     attention_mask=attention_mask,
@@ -252,6 +287,8 @@ class GeoAssistModel(nn.Module):
                     **{self._cache_arg: cache},
                 )
                 cache = getattr(out, self._cache_arg)
+                if prefix_cache is not None:
+                    prefix_cache.commit(cache, fed)
             else:
                 out = self.lm(
                     inputs_embeds=embeds,
@@ -260,7 +297,10 @@ class GeoAssistModel(nn.Module):
                     use_cache=False,
                     logits_to_keep=1,
                 )
-            next_tokens = sampling.pick(out.logits[:, -1, :].float(), generator)
+            logits = out.logits[:, -1, :].float()
+            if step < min_new_tokens:
+                logits[:, self.end_token_id] = float("-inf")
+            next_tokens = sampling.pick(logits, generator)
             next_tokens = next_tokens.masked_fill(finished, self.pad_token_id)
             yield next_tokens
             finished |= next_tokens == self.end_token_id
@@ -272,6 +312,7 @@ class GeoAssistModel(nn.Module):
                 [attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1
             )
             positions = torch.cat([positions, step_positions], dim=1)
+            fed = next_tokens.tolist() if prefix_cache is not None else fed
             if not use_cache:
                 embeds = torch.cat([embeds, step_embeds], dim=1)
 
@@ -287,6 +328,8 @@ class GeoAssistModel(nn.Module):
         use_cache: bool = True,
         generator: torch.Generator | None = None,
         on_step: Callable[[torch.Tensor], None] | None = None,
+        min_new_tokens: int = 0,
+        prefix_cache: PrefixCache | None = None,
     ) -> list[list[int]]:
         """Generated token ids per row, without the prompt, cut after the end token."""
         rows: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
@@ -299,6 +342,8 @@ class GeoAssistModel(nn.Module):
             sampling=sampling,
             use_cache=use_cache,
             generator=generator,
+            min_new_tokens=min_new_tokens,
+            prefix_cache=prefix_cache,
         ):
             if on_step is not None:
                 on_step(tokens)
@@ -312,3 +357,69 @@ class GeoAssistModel(nn.Module):
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that start at 0 on each row's first real token (left padding safe)."""
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+
+
+class PrefixCache:
+    """The keys and values of one conversation, kept for the next request that starts the same way.
+
+    A follow-up question about the same image renders as the previous prompt, the previous
+    answer and the new turn; only the new turn then goes through the LM, and the vision tower
+    does not run at all. Another question on the same image (no history) reuses the system
+    prompt and the image. Matching is by token ids and by equal pixel values, so a different
+    image or an edited history only reuses what is still identical. The model's weights must
+    not change while a cache is in use (:meth:`clear` it after training steps).
+    """
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []  # tokens whose keys/values are in `cache`
+        self.cache = None
+        self.pixel_values: torch.Tensor | None = None
+        self.visual: torch.Tensor | None = None  # projected images of `pixel_values`
+        self.lock = threading.Lock()
+
+    def clear(self) -> None:
+        self.ids, self.cache, self.pixel_values, self.visual = [], None, None, None
+
+    def _same_images(self, pixel_values: torch.Tensor | None) -> bool:
+        old = self.pixel_values
+        if old is None or pixel_values is None:
+            return old is None and pixel_values is None
+        return (
+            old.shape == pixel_values.shape
+            and old.device == pixel_values.device
+            and bool(torch.equal(old, pixel_values))
+        )
+
+    def resume(
+        self, model: GeoAssistModel, input_ids: torch.Tensor, pixel_values: torch.Tensor | None
+    ) -> tuple[torch.Tensor, object, int]:
+        """The embeddings of the tokens of ``input_ids`` (1 row) that still have to run, the
+        cache to continue from, and how many leading tokens that cache already holds."""
+        ids = input_ids[0].tolist()
+        if not self._same_images(pixel_values):
+            self.clear()
+        reused = 0
+        if self.cache is not None:
+            for old, new in zip(self.ids, ids, strict=False):
+                if old != new:
+                    break
+                reused += 1
+            reused = min(reused, len(ids) - 1)  # the last prompt token must run to give logits
+        cache = self.cache if reused > 0 else None
+        if cache is not None and cache.get_seq_length() > reused:
+            cache.crop(reused - cache.get_seq_length())  # a negative count drops that many
+        rest = input_ids[:, reused:]
+        if reused > 0 and not bool((rest == model.image_token_id).any()):
+            embeds = model.lm.get_input_embeddings()(rest)  # the images are all in the cache
+        else:
+            embeds, self.visual = model._embed(input_ids, pixel_values, self.visual)
+            embeds = embeds[:, reused:]
+        self.pixel_values = pixel_values
+        self.ids = ids[:reused]
+        self.cache = cache
+        return embeds, cache, reused
+
+    def commit(self, cache, fed: list[int]) -> None:
+        """Record that ``fed`` tokens went through the LM and ``cache`` now holds them too."""
+        self.ids = self.ids + fed
+        self.cache = cache
