@@ -23,6 +23,8 @@ SUBCOMMAND_MODULES: list[str] = [
     "geoassist.commands.eval",
     "geoassist.commands.train",
     "geoassist.commands.data",
+    "geoassist.commands.export",
+    "geoassist.commands.batch",
     "geoassist.commands.kb",
     "geoassist.commands.serve",
 ]
