@@ -112,27 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         by_id = {line["id"]: line["prediction"] for line in lines}
         return seconds, [by_id[r["id"]] for r in records]
 
-    def median_rate(run) -> tuple[float, list[str]]:
-        times, answers = [], []
-        for _ in range(args.repeats):
-            seconds, answers = run()
-            times.append(seconds)
-        return len(records) / statistics.median(times), answers
-
-    base_rate, base_answers = median_rate(loop)
-    rows = [("one-at-a-time loop (assistant.ask)", "-", base_rate, 1.0, "baseline")]
-    for batch_size in args.batch_sizes:
-        rate, answers = median_rate(lambda b=batch_size: harness(b))
-        same = answers == base_answers
-        rows.append(
-            (
-                "geoassist eval rsvqa",
-                str(batch_size),
-                rate,
-                rate / base_rate,
-                "yes" if same else "NO",
-            )
-        )
+    # Settings take turns round by round, so a busy machine slows them alike.
+    runs = {"loop": loop, **{b: (lambda b=b: harness(b)) for b in args.batch_sizes}}
+    times: dict = {key: [] for key in runs}
+    answers: dict = {}
+    for _ in range(args.repeats):
+        for key, run in runs.items():
+            seconds, answers[key] = run()
+            times[key].append(seconds)
+    rate = {key: len(records) / statistics.median(t) for key, t in times.items()}
+    rows = [("one-at-a-time loop (assistant.ask)", "-", rate["loop"], 1.0, "baseline")]
+    for b in args.batch_sizes:
+        same = "yes" if answers[b] == answers["loop"] else "NO"
+        rows.append(("geoassist eval rsvqa", str(b), rate[b], rate[b] / rate["loop"], same))
 
     print(f"{'run':<36} {'batch':>5} {'items/s':>9} {'vs loop':>8}  same answers")
     for name, batch, rate, ratio, same in rows:

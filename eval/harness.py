@@ -128,11 +128,14 @@ def _check_task(task: str) -> dict[str, str]:
 def select_records(
     records: Iterable[dict[str, Any]], task: str
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """The records ``task`` scores, and how many of each other record task were left out."""
+    """The records ``task`` scores, and how many of each other record task were left out.
+
+    ``choice`` takes only the CHOICE benchmark's records (source ``choice``).
+    """
     accepted = _check_task(task)
     kept, skipped = [], Counter()
     for record in records:
-        if record["task"] in accepted:
+        if record["task"] in accepted and (task != "choice" or record.get("source") == "choice"):
             kept.append(record)
         else:
             skipped[record["task"]] += 1
