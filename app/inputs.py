@@ -10,6 +10,7 @@ looks for them.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -236,11 +237,17 @@ def _read_reduced(path: Path, out_size: tuple[int, int]):
 def _describe(info, path_name: str) -> str:
     from geoassist.geo import Georef
 
-    parts = [f"**{path_name}**", f"{info.width}×{info.height} px", f"{info.count} band(s)"]
-    if info.count > 3:
-        names = list(info.band_names)
-        parts[-1] += " (" + ", ".join(names[:6]) + (", …" if len(names) > 6 else "") + ")"
-    parts.append(str(info.dtype))
+    names = [n.lower() for n in info.band_names]
+    if info.count == 3 and names == ["red", "green", "blue"]:
+        bands = "RGB"
+    elif info.count == 1:
+        bands = "1 band"
+    else:
+        bands = f"{info.count} bands"
+        if info.count > 3:
+            shown = list(info.band_names)[:6]
+            bands += " (" + ", ".join(shown) + (", …" if info.count > 6 else "") + ")"
+    parts = [f"**{path_name}**", f"{info.width}×{info.height} px", bands, str(info.dtype)]
     if info.transform is not None:
         georef = Georef(info.transform, info.crs, info.width, info.height)
         geo = georef.describe()
@@ -253,9 +260,18 @@ def _describe(info, path_name: str) -> str:
 
 
 def make_quicklook(
-    path: str | os.PathLike, choice: BandChoice | None = None, *, max_side: int = 1024
+    path: str | os.PathLike,
+    choice: BandChoice | None = None,
+    *,
+    max_side: int = 1024,
+    min_side: int = 768,
 ) -> Quicklook:
-    """Read ``path`` (reduced when larger than ``max_side``) and compose its RGB view."""
+    """Read ``path`` (reduced when larger than ``max_side``) and compose its RGB view.
+
+    Small images are enlarged by a whole factor (pixels stay square and sharp) until their
+    longest side reaches ``min_side``, so that outlines and labels drawn over them stay thin
+    and legible when the browser shows them at panel size.
+    """
     from geoassist.app.overlays import fit_scale
     from geoassist.io import load_image, read_header
 
@@ -275,6 +291,10 @@ def make_quicklook(
     if rgb.shape[1] != out_size[0] or rgb.shape[0] != out_size[1]:
         rgb = np.asarray(PIL.Image.fromarray(rgb).resize(out_size, PIL.Image.BILINEAR))
         scale = out_size[0] / info.width
+    factor = math.ceil(min_side / max(rgb.shape[:2])) if max(rgb.shape[:2]) < min_side else 1
+    if factor > 1:
+        rgb = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+        scale *= factor
     return Quicklook(
         rgb=rgb,
         scale=scale,

@@ -196,7 +196,7 @@ def _draw_tags(
     """Small coloured label tags above each shape's top corner, kept inside the image."""
     out = base.copy()
     draw = PIL.ImageDraw.Draw(out)
-    font = _font(max(10, round(max(out.size) / 55)))
+    font = _font(max(11, round(max(out.size) / 48)))
     taken: list[tuple[float, float, float, float]] = []
     for label, color, (x, y) in tags:
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
@@ -229,7 +229,7 @@ def flatten(overlay: Overlay) -> PIL.Image.Image:
 
 # ------------------------------------------------------------------ tables and GeoJSON
 
-GEOMETRY_HEADERS = ["#", "kind", "label", "pixels (x1, y1, x2, y2)", "lon", "lat"]
+GEOMETRY_HEADERS = ["#", "label", "kind", "pixels x1, y1, x2, y2", "centre lon, lat"]
 
 
 def _bounds(points: Sequence[Sequence[float]]) -> list[float]:
@@ -247,16 +247,16 @@ def _centre(points: Sequence[Sequence[float]] | None) -> tuple[float, float] | N
 
 
 def geometry_rows(answer: Any) -> list[list[Any]]:
-    """One row per geometry: number, kind, label, pixel bounds, and centre lon/lat (blank without)."""
+    """One row per geometry: number, label, kind, pixel bounds, centre lon/lat (blank without)."""
     rows: list[list[Any]] = []
 
     def add(
         kind: str, item: dict[str, Any], pixels: Sequence[Sequence[float]], lonlat_key: str
     ) -> None:
         centre = _centre(item.get(lonlat_key))
-        lon, lat = (round(centre[0], 6), round(centre[1], 6)) if centre else ("", "")
+        where = f"{centre[0]:.6f}, {centre[1]:.6f}" if centre else ""
         bounds = ", ".join(f"{v:.0f}" for v in _bounds(pixels))
-        rows.append([len(rows) + 1, kind, _label(item), bounds, lon, lat])
+        rows.append([len(rows) + 1, _label(item), kind, bounds, where])
 
     for item in getattr(answer, "boxes", None) or []:
         add("box", item, _box_corners(item["box"]), "polygon_lonlat")

@@ -9,6 +9,13 @@ that limit).
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,3 +92,89 @@ def serve(options: ServeOptions, *, block: bool = True):
         finally:
             demo.close()
     return demo, url
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class AppProcess:
+    """``geoassist serve ARGS…`` in a child process on a free loopback port, until it answers.
+
+    >>> with AppProcess("--model", "tiny") as app:   # doctest: +SKIP
+    ...     Client(app.url).predict(handle_file("scene.png"), "ships", "detect", api_name="/ask")
+
+    The server's output goes to ``log_path`` (a temporary file by default), whose tail is
+    shown when the server fails to start.
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        log_path: str | os.PathLike | None = None,
+        startup_timeout_s: float = 300.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.args = [
+            sys.executable,
+            "-m",
+            "geoassist.cli",
+            "serve",
+            *args,
+            "--port",
+            str(self.port),
+        ]
+        self.log_path = Path(log_path) if log_path else None
+        self.startup_timeout_s = startup_timeout_s
+        self.env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+        self.process: subprocess.Popen | None = None
+        self.startup_s: float | None = None
+
+    def __enter__(self) -> AppProcess:
+        import tempfile
+
+        if self.log_path is None:
+            self.log_path = Path(tempfile.mkstemp(prefix="geoassist-serve-", suffix=".log")[1])
+        start = time.monotonic()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+        while time.monotonic() - start < self.startup_timeout_s:
+            if self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"geoassist serve exited at start:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    if response.status == 200:
+                        self.startup_s = time.monotonic() - start
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(
+            f"geoassist serve did not answer within {self.startup_timeout_s:g} s:\n{self.log_tail()}"
+        )
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, n: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from geoassist.app import overlays, render
 from geoassist.app.engine import Engine, timed, timeout_note
@@ -45,8 +46,8 @@ CSS = """
 #ga-header h1 {margin: 0; font-size: 1.45rem; letter-spacing: .01em;}
 #ga-status {font-size: .85rem; opacity: .8; text-align: right;}
 #ga-status p {margin: 0;}
-#ga-info {font-size: .85rem; min-height: 1.4rem;}
-#ga-info p {margin: .1rem 0;}
+#ga-info {min-height: 1.4rem;}
+#ga-info p {margin: .1rem 0; font-size: .85rem !important;}
 #ga-geo {font-size: .8rem; opacity: .85;}
 #ga-geo p {margin: 0;}
 #ga-send {min-width: 90px;}
@@ -135,12 +136,29 @@ def _gallery(session: Session) -> list[tuple[Any, str]]:
     return items
 
 
+def _inputs_view(session: Session) -> tuple[Any, list[tuple[Any, str]]]:
+    """The before/after slider (two or more images: first against last) and the gallery."""
+    if len(session.looks) < 2:
+        return gr.ImageSlider(value=None, visible=False), _gallery(session) if session.looks else []
+    first, last = session.looks[0].rgb, session.looks[-1].rgb
+    if first.shape != last.shape:
+        from PIL import Image as PILImage
+
+        size = (last.shape[1], last.shape[0])
+        first = np.asarray(PILImage.fromarray(first).resize(size, PILImage.BILINEAR))
+    return gr.ImageSlider(value=(first, last), visible=True), _gallery(session)
+
+
 def _info(session: Session) -> str:
     if not session.looks:
         return (
             "Upload an image (PNG, JPEG, GeoTIFF…), two for before/after, or pick an example below."
         )
-    lines = [f"{look.describe} · shown as {look.bands_note}" for look in session.looks]
+    lines = []
+    for i, look in enumerate(session.looks):
+        number = f"{i + 1}. " if len(session.looks) > 1 else ""
+        shown = "" if look.bands_note == "true colour" else f" · shown as {look.bands_note}"
+        lines.append(f"{number}{look.describe}{shown}")
     return "  \n".join(lines)
 
 
@@ -194,12 +212,11 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
             gr.Markdown(engine.status_line(), elem_id="ga-status")
         with gr.Row(equal_height=False):
             # ----------------------------------------------------------- imagery
-            with gr.Column(scale=5, min_width=380):
+            with gr.Column(scale=6, min_width=380):
                 files = gr.File(
                     label="Imagery — one image, or before/after in time order",
                     file_count="multiple",
                     file_types=file_types,
-                    height=110,
                     elem_id="ga-files",
                 )
                 info = gr.Markdown(_info(Session()), elem_id="ga-info")
@@ -220,6 +237,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                             label="Answer on the image",
                             show_label=False,
                             height=560,
+                            format="png",
                             elem_id="ga-annotated",
                         )
                         geo_line = gr.Markdown("", elem_id="ga-geo")
@@ -234,26 +252,42 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                             show_label=False,
                             interactive=False,
                             height=520,
+                            format="png",
+                            buttons=["fullscreen"],
                             elem_id="ga-region-image",
                         )
                         with gr.Row():
                             region_box = gr.Textbox(
                                 label="Region (pixels: x1, y1, x2, y2)",
+                                elem_id="ga-region-box",
                                 placeholder="click the image, or type x1, y1, x2, y2",
                                 scale=4,
                             )
                             clear_region = gr.Button("Clear region", scale=1, size="sm")
-                    with gr.Tab("Inputs", id="inputs"):
+                    with gr.Tab("Inputs · before/after", id="inputs"):
+                        slider = gr.ImageSlider(
+                            label="Before / after (drag the handle)",
+                            height=520,
+                            format="png",
+                            interactive=False,
+                            visible=False,
+                            elem_id="ga-slider",
+                        )
                         gallery = gr.Gallery(
-                            label="Inputs", show_label=False, columns=2, height=520,
+                            label="Inputs, in the order the model reads them",
+                            columns=4,
+                            height=170,
                             object_fit="contain",
-                        )  # fmt: skip
+                            format="png",
+                        )
                 with gr.Accordion("Found objects and downloads", open=True, visible=False) as found:
                     table = gr.Dataframe(
                         headers=overlays.GEOMETRY_HEADERS,
                         value=[],
                         interactive=False,
                         max_height=220,
+                        column_widths=["7%", "24%", "17%", "24%", "28%"],
+                        wrap=True,
                         elem_id="ga-table",
                     )
                     downloads = gr.File(
@@ -264,7 +298,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                         elem_id="ga-downloads",
                     )
             # ----------------------------------------------------------- conversation
-            with gr.Column(scale=6, min_width=420):
+            with gr.Column(scale=5, min_width=420):
                 chatbot = gr.Chatbot(
                     label="Conversation",
                     height=560,
@@ -275,7 +309,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                 )
                 with gr.Row(elem_classes="ga-compact"):
                     task = gr.Dropdown(
-                        labels, value=default_task, label="Task", scale=2, min_width=170,
+                        labels, value=default_task, label="Task", scale=2, min_width=220,
                         elem_id="ga-task",
                     )  # fmt: skip
                     prompt = gr.Textbox(
@@ -337,7 +371,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                 [],
                 _annotated(look, None, None),
                 _region_view(look, None, None),
-                _gallery(session) if session.looks else [],
+                *_inputs_view(session),
                 note or _info(session),
                 "",
                 [],
@@ -349,7 +383,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
 
         def redraw_bands(sensor_v, composite_v, bands_v, session: Session):
             if session.staged is None:
-                return session, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                return session, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             try:
                 choice = BandChoice.from_form(bands_v, sensor_v, composite_v)
                 looks = [
@@ -357,14 +391,14 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                     for p in session.staged.images
                 ]
             except GeoAssistError as exc:
-                return session, gr.skip(), gr.skip(), gr.skip(), f"⚠️ {exc}"
+                return session, gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"⚠️ {exc}"
             session.choice, session.looks = choice, looks
             look = looks[-1]
             return (
                 session,
                 _annotated(look, session.answer, session.region),
                 _region_view(look, session.region, None),
-                _gallery(session),
+                *_inputs_view(session),
                 _info(session),
             )
 
@@ -472,7 +506,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                     skip,
                     _annotated(look, answer, session.region if kind == "region" else None),
                     geo_text,
-                    rows,
+                    gr.Dataframe(value=rows, visible=bool(rows)),
                     files_out,
                     gr.Accordion(visible=bool(rows or files_out)),
                     session,
@@ -513,7 +547,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
         files.change(
             load_images,
             [files, sensor, composite, bands, state],
-            [state, chatbot, annotated, region_image, gallery, info, geo_line, table, downloads,
+            [state, chatbot, annotated, region_image, slider, gallery, info, geo_line, table, downloads,
              bands_box, region_box, found],
             **light,
         )  # fmt: skip
@@ -521,7 +555,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
             trigger(
                 redraw_bands,
                 [sensor, composite, bands, state],
-                [state, annotated, region_image, gallery, info],
+                [state, annotated, region_image, slider, gallery, info],
                 **light,
             )
         region_image.select(

@@ -132,15 +132,16 @@ def _georeferenced(answer: Answer) -> Answer:
 
 def test_geometry_rows_carry_lonlat_for_georeferenced_answers():
     rows = overlays.geometry_rows(_georeferenced(_known_answer()))
-    assert [r[1] for r in rows] == ["box", "box", "oriented box", "polygon"]
-    assert rows[0][:4] == [1, "box", "building", "10, 10, 50, 40"]
+    assert [r[2] for r in rows] == ["box", "box", "oriented box", "polygon"]
+    assert rows[0][:4] == [1, "building", "box", "10, 10, 50, 40"]
     georef = Georef(Affine(10, 0, 500000, 0, -10, 4649800), CRS.from_epsg(32633))
     lon, lat = georef.pixel_to_lonlat(30.0, 25.0)
-    assert rows[0][4] == pytest.approx(float(lon), abs=1e-5)
-    assert rows[0][5] == pytest.approx(float(lat), abs=1e-5)
-    assert 14 < rows[0][4] < 16 and 41 < rows[0][5] < 43  # UTM 33N, near 42° N
+    shown_lon, shown_lat = (float(v) for v in rows[0][4].split(", "))
+    assert shown_lon == pytest.approx(float(lon), abs=1e-5)
+    assert shown_lat == pytest.approx(float(lat), abs=1e-5)
+    assert 14 < shown_lon < 16 and 41 < shown_lat < 43  # UTM 33N, near 42° N
     plain = overlays.geometry_rows(_known_answer())
-    assert plain[0][4:] == ["", ""]
+    assert plain[0][4] == ""
 
 
 def test_geojson_only_for_georeferenced_answers_with_geometry(tmp_path):
@@ -308,12 +309,20 @@ def test_quicklook_reads_a_large_geotiff_reduced(tmp_path):
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(data)
         ds.descriptions = ("red", "green", "blue", "nir")
-    look = make_quicklook(path, max_side=300)
+    look = make_quicklook(path, max_side=300, min_side=100)
     assert look.rgb.shape == (200, 300, 3) and look.scale == pytest.approx(1 / 3)
     assert look.size == (900, 600) and look.georeferenced
     assert "EPSG:32633" in look.describe and "10 m/px" in look.describe
     false = make_quicklook(path, BandChoice(bands=("nir", "red", "green")), max_side=300)
     assert false.bands_note == "bands nir, red, green"
+
+
+def test_quicklook_enlarges_small_images_by_whole_factors():
+    look = make_quicklook(REPO / "examples" / "residential.png", max_side=1024, min_side=768)
+    assert look.rgb.shape == (768, 768, 3) and look.scale == 3
+    original = np.asarray(PIL.Image.open(REPO / "examples" / "residential.png").convert("RGB"))
+    np.testing.assert_array_equal(look.rgb[::3, ::3], original)
+    assert "RGB" in look.describe and "not georeferenced" in look.describe
 
 
 def test_quicklook_of_a_corrupt_file_is_an_input_error(tmp_path):
