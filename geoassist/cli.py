@@ -53,7 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse cannot split one nargs="+" positional around options (`ask IMG --task caption ""`);
+    # a subcommand that names its positional in `trailing_positionals` gets such leftovers back.
+    field = getattr(args, "trailing_positionals", None)
+    if extra and field and not any(e.startswith("-") and e != "-" for e in extra):
+        setattr(args, field, [*getattr(args, field), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",

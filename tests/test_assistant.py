@@ -223,3 +223,14 @@ def test_ask_batch_equals_one_at_a_time(assistant, png):
     single = [assistant.ask(**req, max_new_tokens=6) for req in requests]
     assert [a.raw for a in batched] == [a.raw for a in single]
     assert [a.image_size for a in batched] == [(90, 60), (50, 40), (50, 40), None]
+
+
+def test_cli_task_without_prompt_and_prompt_after_options(png, capsys):
+    from geoassist.commands.core import split_inputs
+
+    assert split_inputs([str(png)], "caption") == ([str(png)], "")
+    assert split_inputs([str(png), str(png)], "change") == ([str(png), str(png)], "")
+    assert split_inputs([str(png), "ships"], "detect") == ([str(png)], "ships")
+    assert main(["ask", str(png), "--task", "caption", "--model", "tiny", "--json", "--max-new-tokens", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["task"] == "caption"
+    assert main(["ask", str(png), "--model", "tiny", "--max-new-tokens", "2", "Describe the image."]) == 0

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
         help="also write the answer's boxes, polygons and mask as GeoJSON (lon/lat) to OUT; "
         "the image must be georeferenced",
     )
-    p.set_defaults(func=run_ask)
+    p.set_defaults(func=run_ask, trailing_positionals="inputs")
 
     p = subparsers.add_parser(
         "chat", help="an interactive conversation about images (type /help inside)"
@@ -207,9 +207,19 @@ def _ask_kwargs(args) -> dict:
     )
 
 
+def split_inputs(inputs: list[str], task: str | None) -> tuple[list[str], str]:
+    """Images and prompt from the positional arguments: the last one is the prompt, unless the
+    task takes no prompt (caption, classify, change) and the last one is an existing file."""
+    from geoassist.prompts import TASKS
+
+    if task in TASKS and not TASKS[task].needs_argument and Path(inputs[-1]).is_file():
+        return list(inputs), ""
+    *images, prompt_arg = inputs
+    return images, read_prompt(prompt_arg)
+
+
 def run_ask(args) -> int:
-    *images, prompt_arg = args.inputs
-    prompt = read_prompt(prompt_arg)
+    images, prompt = split_inputs(args.inputs, args.task)
     if args.task is None and not prompt:
         raise GeoAssistError(
             "the prompt is empty; give a question, '-' for stdin, @FILE, or --task"
