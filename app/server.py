@@ -16,12 +16,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from geoassist.app.engine import Engine, Limits
 
 logger = logging.getLogger(__name__)
+
+READY_LINE = "GeoAssist is serving"
 
 
 @dataclass
@@ -63,6 +66,39 @@ def build(options: ServeOptions, engine: Engine | None = None):
     return demo, engine
 
 
+@contextmanager
+def _patient_self_check():
+    """Give Gradio's start-up check that its own page is reachable more time.
+
+    ``launch()`` sends one HEAD request to its own page with a 3 s timeout and, on a timeout,
+    refuses to start ("localhost is not accessible"). The first render of the page can take
+    longer than that on a busy machine, so the check is retried here for up to a minute.
+    """
+    import httpx
+    from gradio import networking
+
+    original = networking.url_ok
+
+    def url_ok(url: str) -> bool:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.head(url, timeout=15, verify=False)
+                if response.status_code in (200, 401, 301, 302, 303, 307, 308):
+                    return True
+            except (httpx.TimeoutException, httpx.ConnectError, ConnectionError):
+                pass
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+    networking.url_ok = url_ok
+    try:
+        yield
+    finally:
+        networking.url_ok = original
+
+
 def serve(options: ServeOptions, *, block: bool = True):
     """Load the model, build the app and serve it; returns ``(demo, local_url)`` when not blocking."""
     import gradio as gr
@@ -71,21 +107,22 @@ def serve(options: ServeOptions, *, block: bool = True):
 
     demo, engine = build(options)
     logger.info("model %s loaded in %.1f s on %s", engine.model_name, engine.load_s, engine.device)
-    _, url, _ = demo.launch(
-        server_name=options.host,
-        server_port=options.port,
-        share=options.share,
-        max_file_size=options.max_file_size,
-        show_error=False,
-        inbrowser=False,
-        prevent_thread_lock=True,
-        ssr_mode=False,
-        footer_links=["api"],
-        quiet=True,
-        theme=gr.themes.Soft(primary_hue="teal", neutral_hue="slate"),
-        css=CSS,
-    )
-    print(f"GeoAssist is serving {engine.model_name} at {url} (Ctrl-C stops it)", flush=True)
+    with _patient_self_check():
+        _, url, _ = demo.launch(
+            server_name=options.host,
+            server_port=options.port,
+            share=options.share,
+            max_file_size=options.max_file_size,
+            show_error=False,
+            inbrowser=False,
+            prevent_thread_lock=True,
+            ssr_mode=False,
+            footer_links=["api"],
+            quiet=True,
+            theme=gr.themes.Soft(primary_hue="teal", neutral_hue="slate"),
+            css=CSS,
+        )
+    print(f"{READY_LINE} {engine.model_name} at {url} (Ctrl-C stops it)", flush=True)
     if block:
         try:
             demo.block_thread()
@@ -149,13 +186,15 @@ class AppProcess:
             if self.process.poll() is not None:
                 self.stop()
                 raise RuntimeError(f"geoassist serve exited at start:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url, timeout=5) as response:
-                    if response.status == 200:
-                        self.startup_s = time.monotonic() - start
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            # Ready once launch() has returned (it prints the line) and the page answers.
+            if READY_LINE in self.log_path.read_text(errors="replace"):
+                try:
+                    with urllib.request.urlopen(self.url, timeout=30) as response:
+                        if response.status == 200:
+                            self.startup_s = time.monotonic() - start
+                            return self
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(

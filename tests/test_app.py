@@ -423,3 +423,43 @@ def test_serve_command_rejects_bad_numbers(capsys):
     assert main(["serve", "--model", "tiny", "--concurrency", "0"]) == 1
     assert "--concurrency must be at least 1" in capsys.readouterr().err
     assert main(["serve", "--model", "tiny", "--port", "70000"]) == 1
+
+
+def test_knowledge_store_answers_show_their_passages():
+    from conftest import build_tiny
+
+    rag = pytest.importorskip("geoassist.rag")
+    from geoassist.assistant import Assistant
+
+    store = rag.KnowledgeStore(rag.HashingEmbedder(64))
+    store.add(
+        [
+            rag.Entry(
+                id="s2-b8",
+                text="B8 is the Sentinel-2 NIR band at 10 m.",
+                title="Sentinel-2 B8",
+                source="ESA",
+            ),
+            rag.Entry(
+                id="lcz-7",
+                text="LCZ 7 is lightweight low-rise.",
+                title="LCZ 7",
+                source="Stewart and Oke",
+            ),
+        ]
+    )
+    engine = Engine(
+        Assistant(build_tiny(), kb=store),
+        model_name="tiny",
+        kb_name="test",
+        limits=Limits(max_new_tokens=4),
+    )
+    assert "Ask the knowledge store" in [c.label for c in engine.task_choices()]
+    assert "knowledge store: test" in engine.status_line()
+    stream = engine.stream([], "Which Sentinel-2 band is NIR?", task="knowledge")
+    list(stream)
+    ids = [c["id"] for c in stream.answer.citations]
+    assert "s2-b8" in ids
+    messages = render.citation_messages(stream.answer, passage_for=lambda i: store.get(i).text)
+    shown = {m["metadata"]["title"].split("]")[0].split("[")[1]: m["content"] for m in messages}
+    assert shown["s2-b8"].startswith("B8 is the Sentinel-2 NIR band")

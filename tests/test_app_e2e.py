@@ -62,7 +62,10 @@ def app(tmp_path_factory):
     from geoassist.app.server import AppProcess
 
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    args = ("--model", "tiny", "--max-new-tokens", "12", "--concurrency", "2", "--timeout", "60")
+    args = (
+        "--model", "tiny", "--max-new-tokens", "12", "--concurrency", "2", "--timeout", "60",
+        "--max-file-size", "1mb",
+    )  # fmt: skip
     with AppProcess(*args, log_path=log, env={"HF_HUB_OFFLINE": "1"}) as process:
         yield process
 
@@ -192,6 +195,22 @@ def test_ask_endpoint_answers_gradio_client_scripts(app):
         client.predict(None, "ships", "detect", api_name="/ask")
     with pytest.raises(Exception, match="limit is 2,000"):
         client.predict(handle_file(str(RESIDENTIAL)), "x" * 2500, "vqa", api_name="/ask")
+
+
+def test_uploads_over_the_size_limit_are_refused(app):
+    import httpx
+
+    big = b"\x89PNG\r\n\x1a\n" + bytes(1_500_000)
+    response = httpx.post(
+        f"{app.url}gradio_api/upload", files={"files": ("big.png", big, "image/png")}, timeout=60
+    )
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+    small = httpx.post(
+        f"{app.url}gradio_api/upload",
+        files={"files": ("ok.png", RESIDENTIAL.read_bytes(), "image/png")},
+        timeout=60,
+    )
+    assert small.status_code == 200
 
 
 def test_eight_concurrent_requests_complete(app, record_property):
