@@ -187,7 +187,7 @@ def plan_tiles(width: int, height: int, tile_px: int, overlap_px: int) -> TileGr
 
 
 class RasterSource:
-    """A raster read window by window: a file or URL, a band-per-file product, or an array.
+    """A raster read window by window: a file, URL or GDAL name, a band-per-file product, or an array.
 
     ``read(window, out_size)`` returns an :class:`~geoassist.io.Image` of that
     window (resampled to ``out_size`` when given) with its georeferencing;
@@ -223,7 +223,7 @@ class RasterSource:
         if isinstance(source, (Image, np.ndarray)):
             return _ArraySource(source if isinstance(source, Image) else load_image(source))
         text = str(source)
-        if "://" in text:
+        if _is_gdal_name(text):
             return _RasterioSource(text)
         path = Path(text).expanduser()
         if path.is_dir():
@@ -278,6 +278,14 @@ class RasterSource:
         self.close()
 
 
+_GDAL_NAME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_]+:(?!\\)|/vsi)")
+
+
+def _is_gdal_name(text: str) -> bool:
+    """A URL (``https://``, ``s3://``), a GDAL subdataset (``NETCDF:"f.nc":var``) or a ``/vsi…`` path."""
+    return "://" in text or bool(_GDAL_NAME.match(text))
+
+
 def _resampling(window: tuple[int, int, int, int], out_size: tuple[int, int]):
     from rasterio.enums import Resampling
 
@@ -295,7 +303,7 @@ class _RasterioSource(RasterSource):
 
         self._env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
         self._env.__enter__()
-        if "://" not in path and not Path(path).exists():
+        if not _is_gdal_name(path) and not Path(path).exists():
             self._env.__exit__(None, None, None)
             raise ImageNotFoundError(f"no such image file: {path}")
         try:
@@ -425,10 +433,10 @@ class _EncoderInput:
             self.indexes = [lowered.index(c) for c in ("red", "green", "blue")]
         elif overview.count == 1 or "gray" in lowered:
             self.indexes = [lowered.index("gray") if "gray" in lowered else 0]
-        elif overview.count in (3, 4) and lowered == [
-            f"band_{i}" for i in range(1, len(names) + 1)
-        ]:
-            self.indexes = [0, 1, 2]
+        elif overview.count == 3 or (
+            overview.count == 4 and lowered == [f"band_{i}" for i in range(1, 5)]
+        ):
+            self.indexes = [0, 1, 2]  # as io.Image.to_rgb_uint8: R, G, B (+ NIR)
         elif (found := detect_sensor(names)) is not None:
             self.sensor = found
             self.indexes = found.locate(names, found.composite_bands("true_color"))
@@ -847,9 +855,9 @@ def _is_large_candidate(item: Any) -> bool:
         return True
     if isinstance(item, (str, Path)):
         text = str(item)
-        return (
-            "://" in text or Path(text).expanduser().is_dir() or Path(text).expanduser().is_file()
-        )
+        if isinstance(item, str) and _is_gdal_name(text):
+            return True
+        return Path(text).expanduser().is_dir() or Path(text).expanduser().is_file()
     return False
 
 
@@ -863,7 +871,7 @@ def _size_of(item: Any) -> tuple[int, int] | None:
             return item.shape[2], item.shape[1]
         return (item.shape[1], item.shape[0]) if item.ndim >= 2 else None
     text = str(item)
-    if "://" in text or Path(text).expanduser().is_dir():
+    if (isinstance(item, str) and _is_gdal_name(text)) or Path(text).expanduser().is_dir():
         return None  # always goes through a RasterSource
     try:
         return read_header(item).size

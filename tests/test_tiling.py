@@ -24,13 +24,13 @@ from scipy import ndimage
 from geoassist import formats
 from geoassist.assistant import Answer, AnswerStream, Assistant
 from geoassist.io import Image
-from geoassist.tiling import RasterSource, TilingOptions, _RasterioSource
+from geoassist.tiling import RasterSource, _RasterioSource
 
 TRANSFORM = Affine(0.5, 0, 500_000.0, 0, -0.5, 4_100_000.0)  # 0.5 m, UTM 33N
 CRS_UTM = CRS.from_epsg(32633)
 
 
-def _scene(width=640, height=512, seed=0, n=70):
+def _scene(width=448, height=352, seed=0, n=50):
     """Dark noisy ground with bright squares (6–14 px) at least 6 px apart; some straddle tiles."""
     rng = np.random.default_rng(seed)
     array = rng.integers(10, 40, (height, width, 3), dtype=np.uint8)
@@ -117,7 +117,8 @@ def assistant(make_tiny, monkeypatch):
     return a
 
 
-OPTIONS = {"tile_px": 64, "overlap": 0.25}  # tiny's encoder takes 32 px: tiles are read at 2×
+# tiny's encoder takes 32 px: tiles are read at 2×; scenes over 256 px are tiled.
+OPTIONS = {"tile_px": 64, "overlap": 0.25, "min_side_px": 256}
 
 
 def _centres_in(boxes, squares):
@@ -134,7 +135,7 @@ def test_tiled_detection_counts_every_object_once(assistant, tmp_path):
     answer = assistant.ask(path, "squares", task="detect", max_tiles=500, tiling=OPTIONS)
     cov = answer.coverage
     assert cov["mode"] == "tiled" and cov["complete"] and "note" not in cov
-    assert cov["tiles_read"] == cov["tiles_total"] == 13 * 11
+    assert cov["tiles_read"] == cov["tiles_total"] == 9 * 7
     boxes = [b["box"] for b in answer.boxes]
     assert len(boxes) == len(squares), f"{len(boxes)} merged boxes for {len(squares)} squares"
     assert _centres_in(boxes, squares) == len(squares)
@@ -144,7 +145,7 @@ def test_tiled_detection_counts_every_object_once(assistant, tmp_path):
     for square in squares:
         nearest = got[np.abs(got - np.array(square)).max(axis=1).argmin()]
         assert np.abs(nearest - np.array(square)).max() <= 2.5
-    assert answer.image_size == (640, 512) and answer.geo["crs"] == "EPSG:32633"
+    assert answer.image_size == (448, 352) and answer.geo["crs"] == "EPSG:32633"
     assert answer.boxes[0]["polygon_lonlat"] and answer.boxes[0]["tiles"]
     # Exported as GeoJSON, the lon/lat boxes contain the true centres (through pyproj directly).
     from pyproj import Transformer
@@ -169,8 +170,8 @@ def test_tile_budget_reads_the_best_tiles_and_says_so(assistant, tmp_path):
     options = {**OPTIONS, "relevance_weight": 0.0}
     answer = assistant.ask(path, "squares", task="detect", max_tiles=10, tiling=options)
     cov = answer.coverage
-    assert cov["tiles_read"] == 10 and cov["tiles_total"] == 143 and not cov["complete"]
-    assert "read 10 of 143 tiles" in cov["note"] and "max_tiles" in cov["note"]
+    assert cov["tiles_read"] == 10 and cov["tiles_total"] == 63 and not cov["complete"]
+    assert "read 10 of 63 tiles" in cov["note"] and "max_tiles" in cov["note"]
     assert assistant.calls["images"] == 11  # the overview and ten tiles
     # The overview chose tiles that hold squares (busy) over empty ground.
     chosen = [t["window"] for t in cov["tiles"]]
@@ -202,7 +203,7 @@ def test_mask_mosaic_and_counts_and_captions(assistant, tmp_path):
     array, squares, taken = _scene(n=30, seed=5)
     path = _write(tmp_path / "scene.tif", array)
     seg = assistant.ask(path, "squares", task="segment", max_tiles=500, tiling=OPTIONS)
-    assert seg.mask.shape == (512, 640)
+    assert seg.mask.shape == (352, 448)
     inter = (seg.mask & taken).sum()
     union = (seg.mask | taken).sum()
     assert inter / union > 0.5  # 16×16 text-as-mask cells per 64 px tile: 4 px cells
@@ -248,11 +249,11 @@ def test_large_arrays_batches_and_pairs(assistant, tmp_path):
             {"image": None, "prompt": "What is NDVI?"},
         ]
     )
-    assert [a.image_size for a in batch] == [(50, 40), (640, 512), None]
+    assert [a.image_size for a in batch] == [(50, 40), (448, 352), None]
     assert len(batch[1].boxes) == len(squares) and batch[0].coverage is None
     # A pair with a large image is answered from overviews, geometry in the last image's pixels.
     pair = assistant.ask([image, image], "", task="change", tiling=OPTIONS)
-    assert pair.image_size == (640, 512) and pair.coverage["mode"] == "overview"
+    assert pair.image_size == (448, 352) and pair.coverage["mode"] == "overview"
 
 
 def test_region_on_a_large_scene_reads_one_window(assistant, tmp_path):
@@ -260,7 +261,7 @@ def test_region_on_a_large_scene_reads_one_window(assistant, tmp_path):
     path = _write(tmp_path / "scene.tif", array)
     x1, y1, x2, y2 = squares[0]
     answer = assistant.ask(path, "", task="region", region=[x1, y1, x2, y2], tiling=OPTIONS)
-    assert answer.coverage["mode"] == "region_window" and answer.image_size == (640, 512)
+    assert answer.coverage["mode"] == "region_window" and answer.image_size == (448, 352)
     col, row, w, h = answer.coverage["window"]
     assert col <= x1 and x2 <= col + w and row <= y1 and y2 <= row + h
 
@@ -277,7 +278,7 @@ def test_sixteen_bit_multiband_scene_uses_one_stretch(assistant, tmp_path):
     answer = assistant.ask(
         path, "squares", task="detect", max_tiles=4, tiling=OPTIONS, sensor="s2-l2a"
     )
-    assert answer.coverage["tiles_read"] == 4 and answer.image_size == (640, 512)
+    assert answer.coverage["tiles_read"] == 4 and answer.image_size == (448, 352)
     with RasterSource.open(path) as source:
         overview = source.overview(1024)
         encode = _EncoderInput(assistant.config.preprocess, overview, sensor="s2-l2a")
@@ -336,7 +337,7 @@ def test_cog_over_http_range_reads(assistant, tmp_path):
             answer = assistant.ask(url, "squares", task="detect", max_tiles=500, tiling=OPTIONS)
     finally:
         server.shutdown()
-    assert answer.image_size == (640, 512) and len(answer.boxes) == len(squares)
+    assert answer.image_size == (448, 352) and len(answer.boxes) == len(squares)
     assert answer.geo["crs"] == "EPSG:32633"
 
 
@@ -349,3 +350,29 @@ def test_small_band_folder_and_url_are_read_whole(assistant, tmp_path):
     answer = assistant.ask(folder, "squares", task="detect")
     assert isinstance(answer, Answer) and answer.image_size == (120, 100)
     assert answer.coverage is None and answer.geo["crs"] == "EPSG:32633"
+
+
+def test_envi_and_netcdf_through_rasterio(assistant, tmp_path):
+    import rasterio.shutil
+
+    array, squares, _ = _scene(n=20, seed=17)
+    envi = tmp_path / "scene.img"
+    h, w, _ = array.shape
+    with rasterio.open(
+        envi, "w", driver="ENVI", width=w, height=h, count=3, dtype="uint8",
+        crs=CRS_UTM, transform=TRANSFORM,
+    ) as dst:  # fmt: skip
+        dst.write(np.moveaxis(array, 2, 0))
+    answer = assistant.ask(envi, "squares", task="detect", max_tiles=500, tiling=OPTIONS)
+    assert len(answer.boxes) == len(squares) and answer.geo["crs"] == "EPSG:32633"
+    # NetCDF variables are GDAL subdatasets: pass their GDAL name.
+    nc = tmp_path / "scene.nc"
+    rasterio.shutil.copy(envi, nc, driver="netCDF")
+    name = f"NETCDF:{nc}:Band1"
+    with RasterSource.open(name) as source:
+        assert source.size == (w, h) and source.georef.crs.to_epsg() == 32633
+        np.testing.assert_array_equal(
+            source.read((5, 6, 30, 20)).array[:, :, 0], array[6:26, 5:35, 0]
+        )
+    small = assistant.ask(name, "squares", task="detect", tiling={"min_side_px": 1000})
+    assert small.image_size == (w, h) and small.coverage is None
