@@ -228,11 +228,32 @@ def test_flat_store_grows_into_ivf_when_it_passes_the_threshold():
         assert kind == ("flat" if start + 100 <= 200 else "ivf")
 
 
-def test_gpu_is_used_only_when_faiss_gpu_is_there(monkeypatch):
+def test_gpu_path_clones_flat_and_ivf_indexes_only(monkeypatch):
+    import faiss
+
     from geoassist.rag import index as index_module
 
     assert index_module.gpu_available() in (True, False)
-    store = KnowledgeStore(HashingEmbedder(32), use_gpu=False)
-    store.add(entries(5))
+    cloned = []
+
+    def fake_clone(resources, device, index):
+        cloned.append(type(index).__name__)
+        return faiss.clone_index(index)  # stands in for the GPU copy
+
     monkeypatch.setattr(index_module, "gpu_available", lambda: True)
-    assert store.search("water", k=1)  # use_gpu=False never touches the GPU path
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object(), raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", fake_clone, raising=False)
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((300, 16))
+    items = [Entry(id=f"v{i}", text="x") for i in range(300)]
+    for kind, expect_gpu in (("flat", True), ("ivf", True), ("hnsw", False)):
+        cloned.clear()
+        store = KnowledgeStore(RandomVectors(), index=kind)
+        store.add_embedded(items, vectors)
+        assert store.search_vectors(store.spaces["text"].vectors[:1], k=1)[0][0].id == "v0"
+        assert bool(cloned) == expect_gpu
+    cloned.clear()
+    off = KnowledgeStore(RandomVectors(), use_gpu=False)
+    off.add_embedded(items, vectors)
+    off.search_vectors(vectors[:1], k=1)
+    assert not cloned

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
         "KB is a store folder or 'default' (the bundled corpus, built on first use).",
     )
     commands = kb.add_subparsers(dest="kb_command", metavar="ACTION")
-    kb.set_defaults(func=lambda args: (kb.print_help(), 2)[1])
+    kb.set_defaults(func=_usage(kb))
 
     p = commands.add_parser(
         "build", help="build a store from documents (Markdown, text, JSONL, PDF, captioned images)"
@@ -113,6 +113,14 @@ def register(subparsers) -> None:
     p.add_argument("kb", metavar="KB")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_info)
+
+
+def _usage(parser: argparse.ArgumentParser):
+    def run(args) -> int:
+        parser.print_help()
+        return 2
+
+    return run
 
 
 def _embedding_options(p: argparse.ArgumentParser) -> None:

@@ -209,13 +209,23 @@ class VectorSpace:
         return found, self.vectors[order[pos[found]]]
 
     # ------------------------------------------------------------- searching
-    def _searchable(self):
+    def _set_search_parameters(self, k: int) -> None:
+        import faiss
+
+        if self.plan.kind == "ivf":
+            faiss.extract_index_ivf(self._index).nprobe = self.plan.nprobe
+        elif self.plan.kind == "hnsw":
+            faiss.downcast_index(self._index.index).hnsw.efSearch = max(self.plan.ef_search, k)
+
+    def _searchable(self, k: int):
         if self._stale:
             self._build()
+        self._set_search_parameters(k)
         if self.use_gpu is not False and self.plan.kind in ("flat", "ivf") and gpu_available():
             if self._gpu_index is None:
                 import faiss
 
+                # The clone carries nprobe; HNSW stays on the CPU (faiss-gpu has no HNSW).
                 self._gpu_resources = (
                     getattr(self, "_gpu_resources", None) or faiss.StandardGpuResources()
                 )
@@ -230,15 +240,7 @@ class VectorSpace:
             raise KnowledgeStoreError(f"queries must be (n, {self.dim}); got {queries.shape}")
         if len(self) == 0 or k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        index = self._searchable()
-        import faiss
-
-        if self.plan.kind == "ivf":
-            faiss.extract_index_ivf(index).nprobe = self.plan.nprobe
-        elif self.plan.kind == "hnsw":
-            faiss.downcast_index(index.index).hnsw.efSearch = max(self.plan.ef_search, k)
-        scores, ids = index.search(queries, min(k, len(self)))
-        return scores, ids
+        return self._searchable(k).search(queries, min(k, len(self)))
 
     # ------------------------------------------------------------ persistence
     def file_names(self, prefix: str) -> list[str]:
