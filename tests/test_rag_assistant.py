@@ -226,3 +226,29 @@ def test_cli_ask_with_kb(tiny_model, store, tmp_path, capsys, monkeypatch):
     assert '"task": "knowledge"' in out and '"citations"' in out and "lcz-7" in out
     assert main(["ask", "--model", "tiny", "--kb", str(tmp_path / "none"), "What?"]) == 1
     assert "no knowledge store" in capsys.readouterr().err
+
+
+def test_cli_chat_with_kb_prints_sources(store, tmp_path, capsys, monkeypatch):
+    from geoassist.cli import main
+    from geoassist.model.vlm import GeoAssistModel
+
+    def steps(self, *args, **kwargs):
+        for t in self.tokenizer("LCZ 7 [lcz-7]", add_special_tokens=False).input_ids + [
+            self.end_token_id
+        ]:
+            yield torch.tensor([t])
+
+    monkeypatch.setattr(GeoAssistModel, "generate_steps", steps)
+    lines = iter(["What is LCZ 7?"])
+
+    def fake_input(prompt=""):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    folder = store.save(tmp_path / "kb")
+    assert main(["chat", "--model", "tiny", "--kb", str(folder), "--kb-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "LCZ 7 [lcz-7]" in out and "Sources:" in out and "[lcz-7] LCZ 7 — Stewart and Oke" in out

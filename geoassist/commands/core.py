@@ -316,4 +316,5 @@ def run_chat(args) -> int:
             print(f"error: {exc}")
             continue
         last = stream.answer
+        _print_sources(last)
         history = last.history
