@@ -24,6 +24,7 @@ from geoassist.app import overlays, render
 from geoassist.app.engine import Engine, timed, timeout_note
 from geoassist.app.inputs import (
     AUTO,
+    COMPOSITE_NAMES,
     IMAGE_SUFFIXES,
     SIDECAR_SUFFIXES,
     BandChoice,
@@ -226,7 +227,11 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                             [AUTO, *list_sensors()], value=AUTO, label="Sensor preset", scale=2
                         )
                         composite = gr.Dropdown(
-                            [AUTO, *COMPOSITES, *INDICES], value=AUTO, label="Composite", scale=2
+                            [(AUTO, AUTO)]
+                            + [(COMPOSITE_NAMES.get(k, k), k) for k in (*COMPOSITES, *INDICES)],
+                            value=AUTO,
+                            label="Composite",
+                            scale=2,
                         )
                         bands = gr.Textbox(
                             label="Or bands (R,G,B)", placeholder="e.g. 4,3,2", scale=2
