@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/geoassist info
-	$(VENV)/bin/geoassist ask --model mini --max-new-tokens 40 "In one sentence, what does a satellite image show?"
+	$(VENV)/bin/geoassist ask examples/residential.png "How many buildings are there?"
+	$(VENV)/bin/geoassist ask examples/residential.png --task caption
+	$(VENV)/bin/geoassist ask examples/change_before.png examples/change_after.png --task change
 
 test: setup
 	$(PY) -m pytest -q

