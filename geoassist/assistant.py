@@ -138,6 +138,17 @@ class Assistant:
 
             self.kb = open_store(kb)
 
+    # A follow-up question on the same image reuses the keys and values of the previous
+    # request (the image and the earlier turns are not run again); False turns this off.
+    reuse_prefix: bool = True
+
+    def _prefix_cache(self):
+        from geoassist.model.vlm import PrefixCache
+
+        if not self.reuse_prefix:
+            return None
+        return self.__dict__.setdefault("_prefix", PrefixCache())
+
     @classmethod
     def from_pretrained(
         cls,
@@ -379,6 +390,7 @@ class Assistant:
             max_new_tokens=max_new_tokens,
             sampling=sampling,
             generator=generator,
+            prefix_cache=self._prefix_cache(),
         )
         if not stream:
             return self._finish([int(step[0]) for step in steps], prepared)
@@ -400,6 +412,7 @@ class Assistant:
                 if len(text) > len(shown):
                     yield text[len(shown) :]
                     shown = text
+            steps.close()
             result.answer = self._finish(tokens, prepared)
 
         result._chunks = chunks()

@@ -258,12 +258,36 @@ class GeoAssistModel(nn.Module):
         follow-up question skips the image and the earlier turns — and keeps this request's
         for the next.
         """
+        if prefix_cache is not None and (input_ids.shape[0] != 1 or not use_cache):
+            prefix_cache = None
+        # One request at a time uses a prefix cache; another thread meanwhile runs without it.
+        if prefix_cache is not None and not prefix_cache.lock.acquire(blocking=False):
+            prefix_cache = None
+        try:
+            yield from self._steps(
+                input_ids, attention_mask, pixel_values, max_new_tokens, sampling, use_cache,
+                generator, min_new_tokens, prefix_cache,
+            )  # fmt: skip
+        finally:
+            if prefix_cache is not None:
+                prefix_cache.lock.release()
+
+    def _steps(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        pixel_values: torch.Tensor | None,
+        max_new_tokens: int,
+        sampling: SamplingConfig | None,
+        use_cache: bool,
+        generator: torch.Generator | None,
+        min_new_tokens: int,
+        prefix_cache: PrefixCache | None,
+    ) -> Iterator[torch.Tensor]:
         sampling = sampling or SamplingConfig()
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         positions = positions_from_mask(attention_mask)
-        if prefix_cache is not None and (input_ids.shape[0] != 1 or not use_cache):
-            prefix_cache = None
         cache, fed = None, []
         if prefix_cache is not None:
             step_embeds, cache, start = prefix_cache.resume(self, input_ids, pixel_values)
