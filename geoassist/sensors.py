@@ -45,6 +45,8 @@ __all__ = [
     "detect_sensor",
     "make_composite",
     "compute_stretch",
+    "apply_stretch",
+    "sensor_for",
     "spectral_index",
     "band_statistics",
     "prepare_for_encoder",
@@ -439,7 +441,7 @@ def spectral_index(image: Any, name: str, sensor: Sensor | str | None = None) ->
     Computed on reflectance (the sensor's scale and offset); invalid pixels and
     zero denominators are NaN.
     """
-    sensor = _sensor_for(image, sensor)
+    sensor = sensor_for(image, sensor)
     a_name, b_name = sensor.composite_bands(name)
     ia, ib = sensor.locate(image.band_names, [a_name, b_name])
     a = sensor.to_reflectance(image.array[:, :, ia])
@@ -475,7 +477,8 @@ def compute_stretch(
     return limits
 
 
-def _apply_stretch(bands: np.ndarray, limits: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def apply_stretch(bands: np.ndarray, limits: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """H×W×C uint8 of ``bands`` mapped linearly from ``limits`` (C × (low, high)) to 0–255; invalid → 0."""
     out = np.zeros(bands.shape, dtype=np.uint8)
     for k in range(bands.shape[2]):
         low, high = limits[k]
@@ -504,7 +507,7 @@ def make_composite(
     Index composites (``ndvi``…) map [-1, 1] linearly to 0–255, replicated in
     three channels. Invalid pixels become 0.
     """
-    sensor = _sensor_for(image, sensor)
+    sensor = sensor_for(image, sensor)
     key = composite.lower().replace("-", "_")
     if key in INDICES:
         index = spectral_index(image, key, sensor)
@@ -516,7 +519,7 @@ def make_composite(
     if chosen.dtype == np.uint8 and stretch is None:
         return np.ascontiguousarray(chosen)
     limits = stretch if stretch is not None else compute_stretch(image, indexes, percentiles)
-    return _apply_stretch(chosen, np.asarray(limits, dtype=np.float64), image.valid_mask())
+    return apply_stretch(chosen, np.asarray(limits, dtype=np.float64), image.valid_mask())
 
 
 def band_statistics(
@@ -531,7 +534,7 @@ def band_statistics(
     total_sq = None
     count = 0
     for image in images:
-        s = _sensor_for(image, sensor)
+        s = sensor_for(image, sensor)
         idx = s.locate(image.band_names, bands)
         valid = image.valid_mask()
         values = s.to_reflectance(image.array[:, :, idx][valid]).astype(np.float64)
@@ -548,7 +551,8 @@ def band_statistics(
     return [float(round(m, 6)) for m in mean], [float(round(max(s, 1e-6), 6)) for s in std]
 
 
-def _sensor_for(image: Any, sensor: Sensor | str | None) -> Sensor:
+def sensor_for(image: Any, sensor: Sensor | str | None) -> Sensor:
+    """``sensor`` as a preset, else the one recognised from the image's band names (or RGB/RGBN)."""
     if sensor is not None:
         return get_sensor(sensor)
     found = detect_sensor(image.band_names)

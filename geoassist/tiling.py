@@ -421,9 +421,9 @@ class _EncoderInput:
             if key in INDICES:
                 self.index_name = key
                 return
-            from geoassist.sensors import _sensor_for
+            from geoassist.sensors import sensor_for
 
-            self.sensor = _sensor_for(overview, self.sensor)
+            self.sensor = sensor_for(overview, self.sensor)
             self.indexes = self.sensor.locate(names, self.sensor.composite_bands(key))
         elif bands is not None:
             from geoassist.io import _resolve_bands
@@ -452,7 +452,7 @@ class _EncoderInput:
 
     def __call__(self, image: Any) -> Any:
         from geoassist.io import Image
-        from geoassist.sensors import _apply_stretch, make_composite
+        from geoassist.sensors import apply_stretch, make_composite
 
         if self.multiband:
             # The model answers in the window's pixels; map coordinates come from the source.
@@ -462,7 +462,7 @@ class _EncoderInput:
         else:
             chosen = image.array[:, :, self.indexes]
             if self.limits is not None:
-                chosen = _apply_stretch(chosen, self.limits, image.valid_mask())
+                chosen = apply_stretch(chosen, self.limits, image.valid_mask())
             rgb = np.repeat(chosen, 3, axis=2) if chosen.shape[2] == 1 else chosen
         return Image(np.ascontiguousarray(rgb), ["red", "green", "blue"], source=image.source)
 
