@@ -162,3 +162,20 @@ def test_default_store_from_the_cli(capsys):
         "--json",
     )
     assert code == 0 and json.loads(out)[0]["id"] == "s2-b8"
+
+
+def test_build_default_into_the_cache(tmp_path, capsys, monkeypatch):
+    import geoassist.rag.corpus as corpus_module
+    from geoassist.rag import HashingEmbedder
+
+    monkeypatch.setenv("GEOASSIST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(corpus_module, "default_text_embedder", lambda: HashingEmbedder(64))
+    code, out, _ = run(capsys, "kb", "build", "--default")
+    assert (
+        code == 0
+        and "built the default store" in out
+        and str(tmp_path / "cache" / "kb" / "default") in out
+    )
+    assert (tmp_path / "cache" / "kb" / "default" / "manifest.json").is_file()
+    code, _, err = run(capsys, "kb", "build", "--default", "--out", str(tmp_path / "x"))
+    assert code == 1 and "drop --src/--out" in err

@@ -3,7 +3,7 @@
 >>> from geoassist.rag import open_store
 >>> store = open_store("default")                     # the bundled corpus, built once and cached
 >>> store.search("Which Sentinel-2 band is near-infrared at 10 m?", k=3)[0].id
-'s2-b08'
+'s2-b8'
 
 - :class:`KnowledgeStore` — entries in a sidecar table, vectors behind FAISS (exact
   flat, IVF or HNSW), add / delete / update by id, atomic saves.
