@@ -116,10 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     runs = {"loop": loop, **{b: (lambda b=b: harness(b)) for b in args.batch_sizes}}
     times: dict = {key: [] for key in runs}
     answers: dict = {}
-    for _ in range(args.repeats):
+    for round_ in range(args.repeats):
         for key, run in runs.items():
             seconds, answers[key] = run()
             times[key].append(seconds)
+            name = "loop" if key == "loop" else f"batch {key}"
+            print(
+                f"  round {round_ + 1}: {name}: {len(records) / seconds:.2f} items/s",
+                file=sys.stderr,
+                flush=True,
+            )
     rate = {key: len(records) / statistics.median(t) for key, t in times.items()}
     rows = [("one-at-a-time loop (assistant.ask)", "-", rate["loop"], 1.0, "baseline")]
     for b in args.batch_sizes:

@@ -113,10 +113,6 @@ def reference_text(record: dict[str, Any]) -> str | list[str]:
     return record["answer"]
 
 
-def _qtype(record: dict[str, Any]) -> str:
-    return str(record.get("qtype") or record["task"])
-
-
 def _explicit_none(parsed: formats.ParseResult) -> bool:
     return parsed.is_none or normalize_answer(parsed.text) in ("none", "nothing")
 
