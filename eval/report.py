@@ -94,12 +94,15 @@ def render_markdown(report: dict[str, Any], plot_files: list[str]) -> str:
     lines += ["", "Accuracies are fractions in [0, 1]. Protocol:", ""]
     for key, text in (report.get("protocol") or {}).items():
         lines.append(f"- {key}: {text}")
-    lines += ["", "## Metrics", ""]
-    lines += _table(
-        [{"metric": k, "value": v} for k, v in report["metrics"].items()], ["metric", "value"]
-    )
-    if report.get("by_type"):
-        lines += ["", "## By type", ""] + _by_type_table(report["by_type"])
+    if report.get("tasks"):  # synth: the headline per task here, every metric per task below
+        lines += ["", "## Per task", ""] + _by_type_table(report["by_type"])
+    else:
+        lines += ["", "## Metrics", ""]
+        lines += _table(
+            [{"metric": k, "value": v} for k, v in report["metrics"].items()], ["metric", "value"]
+        )
+        if report.get("by_type"):
+            lines += ["", "## By type", ""] + _by_type_table(report["by_type"])
     for split, part in (report.get("by_split") or {}).items():
         lines += ["", f"## Split `{split}` ({part['n']} items)", ""]
         lines += _table(
@@ -195,16 +198,30 @@ def _plot_confusion(confusion: dict[str, Any], path: Path, title: str) -> bool:
     if matrix.size == 0:
         return False
     rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    side = max(4.0, 0.35 * matrix.shape[1] + 2)
-    fig, ax = plt.subplots(figsize=(side, side * matrix.shape[0] / matrix.shape[1] + 0.8))
-    image = ax.imshow(rows, vmin=0, vmax=1, cmap="Blues")
-    ax.set_xticks(range(matrix.shape[1]), confusion["columns"], rotation=90, fontsize=7)
-    ax.set_yticks(range(matrix.shape[0]), confusion["labels"], fontsize=7)
+    n_rows, n_cols = matrix.shape
+    cell = 0.32 if n_cols > 12 else 0.5
+    fig, ax = plt.subplots(figsize=(cell * n_cols + 3.0, cell * n_rows + 2.2), layout="constrained")
+    image = ax.imshow(rows, vmin=0, vmax=1, cmap="Blues", aspect="auto")
+    ax.set_xticks(range(n_cols), confusion["columns"], rotation=90, fontsize=7)
+    ax.set_yticks(range(n_rows), confusion["labels"], fontsize=7)
+    if n_cols <= 20:  # counts in the cells while they stay legible
+        for r in range(n_rows):
+            for c in range(n_cols):
+                if matrix[r, c]:
+                    colour = "white" if rows[r, c] > 0.5 else "black"
+                    ax.text(
+                        c,
+                        r,
+                        f"{int(matrix[r, c])}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color=colour,
+                    )
     ax.set_xlabel("predicted")
     ax.set_ylabel("reference")
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the reference class")
-    fig.tight_layout()
+    ax.set_title(title, fontsize=9, loc="left")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the reference class")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
@@ -248,7 +265,7 @@ def _plots(out: Path, report: dict[str, Any], plot_data: dict[str, Any]) -> list
                 "confusion_matrix.png",
                 lambda p: (
                     bool(data.get("confusion"))
-                    and _plot_confusion(data["confusion"], p, f"{title}: confusion matrix")
+                    and _plot_confusion(data["confusion"], p, f"{title}: confusion (counts)")
                 ),
             ),
             ("iou_histogram.png", lambda p: _plot_ious(data.get("ious") or [], p, f"{title}: IoU")),
