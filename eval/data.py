@@ -25,7 +25,7 @@ def read_records_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
     path = Path(path)
     records = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue

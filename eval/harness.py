@@ -164,7 +164,7 @@ def read_predictions(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise EvalDataError(f"predictions file {path} does not exist")
     predictions: dict[str, str] = {}
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue

@@ -377,6 +377,8 @@ def test_read_predictions_errors(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"id": "a:1", "prediction": "yes"}\n\n{"id": "a:2", "prediction": null}\n')
     assert read_predictions(path) == {"a:1": "yes", "a:2": ""}
+    path.write_bytes('\ufeff{"id": "a:1", "prediction": "oui"}\r\n'.encode())  # BOM, CRLF
+    assert read_predictions(path) == {"a:1": "oui"}
     path.write_text('{"id": "a:1", "prediction": "yes"}\n{"id": "a:1", "prediction": "no"}\n')
     with pytest.raises(EvalDataError, match="appears twice"):
         read_predictions(path)
