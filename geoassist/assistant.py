@@ -161,11 +161,16 @@ class Assistant:
         """Load a checkpoint folder, a preset (``tiny``, ``mini``…), a published model or a hub id.
 
         ``kb`` is a knowledge store to ground answers in (``"default"`` for the bundled one).
+        A LoRA adapter is merged into the LM weights in place (the adapter stays attached and
+        savable), so answering runs no LoRA matrices.
         """
         from geoassist.checkpoint import create_model
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(create_model(name_or_path, device=device), device=device, kb=kb, kb_k=kb_k)
+        model = create_model(name_or_path, device=device)
+        if model.has_lora:
+            model.lm.merge_adapter()
+        return cls(model, device=device, kb=kb, kb_k=kb_k)
 
     @property
     def config(self):

@@ -89,6 +89,15 @@ def test_exported_logits_equal_geoassist_logits(variant):
     _logits_match(model, build_hf_llava(model))
 
 
+def test_export_of_a_model_whose_adapter_is_merged_in_place():
+    """``Assistant.from_pretrained`` merges LoRA in place; exporting must not merge it twice."""
+    from geoassist.export import build_hf_llava
+
+    model = _variant(lora=True)
+    model.lm.merge_adapter()
+    _logits_match(model, build_hf_llava(model))
+
+
 def test_exported_greedy_generation_equals_geoassist():
     from geoassist.export import build_hf_llava
 

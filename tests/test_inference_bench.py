@@ -1,0 +1,87 @@
+"""The benchmark scripts run end to end with tiny models (the real runs are documented in
+docs/PERFORMANCE.md), and bench/gpu.sh does its whole job on the CPU with tiny shapes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_inference_bench_compares_both_sides_on_the_same_tokens(tmp_path, capsys):
+    bench = _load("inference")
+    out = tmp_path / "r.json"
+    args = [
+        "--model",
+        "tiny",
+        "--runs",
+        "1",
+        "--new-tokens",
+        "3",
+        "--batches",
+        "3",
+        "--json",
+        str(out),
+    ]
+    assert bench.main(args) == 0
+    results = json.loads(out.read_text())
+    assert set(results) >= {"meta", "single", "batch3", "followup"}
+    for key in ("single", "batch3", "followup"):
+        row = results[key]
+        assert row["ratio"] == pytest.approx(row["geoassist_s"] / row["hf_s"])
+        assert row["same_tokens"], key  # same weights, greedy: the same answers on both sides
+        assert "hf_peak_mb" in row and "geoassist_peak_mb" in row
+    assert results["single"]["hf_ttft_s"] > 0
+    assert "followup" in capsys.readouterr().out
+
+
+def test_train_bench_reads_the_default_preset_stage2():
+    bench = _load("train")
+    settings = bench.preset_stage2()
+    assert settings["batch_size"] >= 1 and settings["max_length"] >= 64
+    assert settings["lora"]["r"] >= 1
+
+
+def test_scale_step_flops_and_model_shapes():
+    bench = _load("train")
+    config = bench.scale_config("real")
+    vision = config.vision.resolved()
+    assert (vision.image_size, vision.patch_size, vision.width) == (336, 14, 1024)
+    assert config.lm.arch["hidden_size"] == 4096 and config.num_image_tokens == 576
+    model = bench.build_scale_model("tiny", "cpu")
+    batch = bench.synthetic_batch(model, 2, 32, "cpu")
+    assert bench.model_flops_per_step(model, batch, True) > bench.model_flops_per_step(
+        model, batch, False
+    )
+
+
+def test_gpu_script_runs_with_tiny_shapes_on_cpu(tmp_path):
+    env = {**os.environ, "GEOASSIST_GPU_SCALE": "tiny", "PYTHON": sys.executable}
+    env["GEOASSIST_WHEELS"] = str(tmp_path / "no-wheels")
+    done = subprocess.run(
+        ["bash", str(BENCH / "gpu.sh"), str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = tmp_path / "out"
+    table = (out / "gpu.md").read_text()
+    assert "| lora |" in table and "| 32 |" in table and "| 1 |" in table
+    train = json.loads((out / "train.json").read_text())
+    assert train["rows"][0]["mode"] == "lora" and train["rows"][0]["step_s"] > 0
+    gen = json.loads((out / "inference.json").read_text())
+    assert gen["batch1"]["same_tokens"] and gen["batch32"]["same_tokens"]
+    assert "scale: tiny" in (out / "environment.txt").read_text()
