@@ -876,7 +876,7 @@ def _size_of(item: Any) -> tuple[int, int] | None:
     try:
         return read_header(item).size
     except GeoAssistError:
-        return None  # let the normal path report the problem
+        return (0, 0)  # not large: the normal path reports the problem with its own message
 
 
 def answer_if_large(assistant: Any, image: Any, images: Any, prompt: str, **kwargs: Any) -> Any:
