@@ -276,3 +276,32 @@ def test_real_geotiffs_band_names(rs_samples):
     assert image.count == 13 and 32601 <= image.crs.to_epsg() <= 32660  # UTM north
     # Unnamed 13-band EuroSAT files are Sentinel-2 L1C in band order: name the sensor to composite.
     assert make_composite(image, "sentinel2-l1c").shape == (64, 64, 3)
+
+
+def test_safe_l2a_layout_picks_the_finest_file_of_each_band(tmp_path):
+    """A Sentinel-2 L2A .SAFE tree: bands at 10, 20 and 60 m in R10m/R20m/R60m folders."""
+    granule = tmp_path / "S2B_MSIL2A_20240101T000000.SAFE" / "GRANULE" / "L2A_T31UDQ" / "IMG_DATA"
+    stem = "T31UDQ_20240101T000000"
+    layout = {
+        "R10m": ["B02", "B03", "B04", "B08"],
+        "R20m": ["B02", "B05", "B8A", "B11"],
+        "R60m": ["B01", "B02", "B09"],
+    }
+    for folder, bands in layout.items():
+        res = int(folder[1:-1])
+        (granule / folder).mkdir(parents=True)
+        n = 600 // res
+        for band in bands:
+            with rasterio.open(
+                granule / folder / f"{stem}_{band}_{res}m.jp2", "w", driver="GTiff", width=n, height=n,
+                count=1, dtype="uint16", crs=CRS.from_epsg(32631),
+                transform=Affine(res, 0, 300_000, 0, -res, 5_000_000),
+            ) as dst:  # fmt: skip
+                dst.write(np.full((1, n, n), res, np.uint16))
+    (granule.parent / "QI_DATA").mkdir()
+    files = find_band_files(tmp_path / "S2B_MSIL2A_20240101T000000.SAFE")
+    assert list(files) == ["B01", "B02", "B03", "B04", "B05", "B08", "B8A", "B09", "B11"]
+    assert files["B02"].parent.name == "R10m" and files["B8A"].parent.name == "R20m"
+    image = load_band_files(tmp_path / "S2B_MSIL2A_20240101T000000.SAFE", window=(10, 10, 20, 20))
+    assert image.size == (20, 20) and image.transform.a == 10
+    assert image.array[:, :, image.band_names.index("B09")].max() == 60  # resampled 60 m band
