@@ -17,9 +17,11 @@ Settings: ``single`` (one request), ``batch8`` and ``batch32`` (different images
 questions, left-padded), and ``followup``: a second question on the same image after a first
 answer — HF runs the whole conversation again (what its generate does); GeoAssist reuses the
 first turn's keys and values and the image features. Per setting: median total latency over
-``--runs`` runs (the two sides alternate), time to first token (a 1-token run), tokens/s and
-the peak memory the run adds (RSS on CPU, allocator peak on CUDA). ``ratio`` is GeoAssist time
-/ HF time.
+``--runs`` runs (the two sides alternate), time to first token (a 1-token run), tokens/s, and
+peak memory: on CPU the peak RSS of a fresh process that loads one side (GeoAssist from its
+checkpoint, HF from the folder ``geoassist export`` writes) and answers once, for ``single``
+and the largest batch; on CUDA the allocator peak a run adds. ``ratio`` is GeoAssist time / HF
+time.
 
 Stock LLaVA has no token pooling, so a model with ``token_pool > 1`` (the default
 ``geoassist-mini`` pools 2×2) is compared as its unpooled variant — the same weights with one
@@ -287,23 +289,32 @@ def measure(
     ttft: tuple | None = None,
     memory: bool = True,
     ga_prepare=None,
+    warmup: bool = True,
 ) -> dict[str, Any]:
     """Medians over ``runs`` alternating runs of both sides; ``ttft`` holds the 1-token runs.
 
     ``ga_prepare`` runs, untimed, before every GeoAssist run (the first turn of a follow-up).
+    Without ``warmup`` the first timed runs also give the tokens to compare. ``memory`` measures
+    the allocator peak on CUDA here; CPU peaks are measured in fresh processes (``--memory``).
     """
     prepare = ga_prepare or (lambda: None)
-    hf_tokens = hf_run()  # warm-up, and the tokens to compare
-    prepare()
-    ga_tokens = ga_run()
+    tokens: dict[str, Any] = {}
+    if warmup:
+        tokens["hf"] = hf_run()
+        prepare()
+        tokens["ga"] = ga_run()
     hf_times, ga_times = [], []
     for i in range(runs):
         for side in ("hf", "ga") if i % 2 == 0 else ("ga", "hf"):
             if side == "hf":
-                hf_times.append(_timed(hf_run, device)[0])
+                elapsed, out = _timed(hf_run, device)
+                hf_times.append(elapsed)
             else:
                 prepare()
-                ga_times.append(_timed(ga_run, device)[0])
+                elapsed, out = _timed(ga_run, device)
+                ga_times.append(elapsed)
+            tokens.setdefault(side, out)
+    hf_tokens, ga_tokens = tokens["hf"], tokens["ga"]
     row: dict[str, Any] = {
         "hf_s": statistics.median(hf_times),
         "geoassist_s": statistics.median(ga_times),
@@ -324,7 +335,7 @@ def measure(
             firsts["ga"].append(_timed(ga_first, device)[0])
         row["hf_ttft_s"] = statistics.median(firsts["hf"])
         row["geoassist_ttft_s"] = statistics.median(firsts["ga"])
-    if memory:
+    if memory and device.startswith("cuda"):
         for key, run in (("hf", hf_run), ("geoassist", ga_run)):
             if key == "geoassist":
                 prepare()
@@ -347,6 +358,10 @@ def _line(name: str, row: dict[str, Any]) -> str:
         parts.append(f"TTFT {row['hf_ttft_s']:.2f} vs {row['geoassist_ttft_s']:.2f} s")
     if "hf_peak_mb" in row:
         parts.append(f"peak +{row['hf_peak_mb']:.0f} vs +{row['geoassist_peak_mb']:.0f} MB")
+    if "hf_peak_rss_mb" in row:
+        parts.append(
+            f"peak RSS {row['hf_peak_rss_mb']:.0f} vs {row['geoassist_peak_rss_mb']:.0f} MB"
+        )
     parts.append("same tokens" if row["same_tokens"] else "TOKENS DIFFER")
     return " | ".join(parts)
 
@@ -401,7 +416,7 @@ def run(args) -> dict[str, Any]:
     )
     images = make_images(max(args.batches + [1]), size)
     new = args.new_tokens
-    common = dict(runs=args.runs, new_tokens=new, device=args.device, memory=not args.no_memory)
+    common = dict(runs=args.runs, new_tokens=new, device=args.device, memory=args.memory)
     results: dict[str, Any] = {
         "meta": {
             "model": model_name,
@@ -428,7 +443,8 @@ def run(args) -> dict[str, Any]:
             lambda many=many: hf.answer(*many, new),
             lambda many=many: ga.answer(*many, new),
             batch=b,
-            **{**common, "runs": max(3, args.runs - 2) if b >= 32 else args.runs},
+            warmup=not args.quick,
+            **{**common, "runs": 1 if args.quick else args.runs},
         )
     # Follow-up: a second question on the same image, after a first answer. HF runs the whole
     # conversation; GeoAssist's first turn runs (untimed) on the same assistant just before.
@@ -445,6 +461,8 @@ def run(args) -> dict[str, Any]:
         ga_prepare=lambda: ga.answer(*one, new),
         **common,
     )
+    if args.memory and not args.device.startswith("cuda"):
+        cpu_memory(results, model, model_name, images, new)
     if pooled is not None and not args.quick:
         pooled_side = GeoAssistSide(pooled)
         t = [
@@ -457,6 +475,64 @@ def run(args) -> dict[str, Any]:
             f"GeoAssist single: {statistics.median(t):.2f} s"
         )
     return results
+
+
+def cpu_memory(results: dict[str, Any], model, model_name: str, images, new_tokens: int) -> None:
+    """Peak RSS of a fresh process that loads each side and answers once (single and the
+    largest batch): GeoAssist from its checkpoint, HF from the exported folder."""
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    from geoassist.export import export_hf_llava
+
+    settings = [k for k in results if k == "single" or k.startswith("batch")]
+    settings = ["single", max((k for k in settings if k != "single"), key=lambda k: int(k[5:]))]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export_hf_llava(model, Path(tmp) / "hf")
+        np.save(Path(tmp) / "images.npy", np.stack(images))
+        for key in settings:
+            batch = results[key]["batch"]
+            for side in ("hf", "geoassist"):
+                cmd = [sys.executable, __file__, "--memory-worker", side, model_name, str(folder),
+                       str(Path(tmp) / "images.npy"), str(batch), str(new_tokens)]  # fmt: skip
+                done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                peak = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+                results[key][f"{side}_peak_rss_mb"] = round(peak)
+            row = results[key]
+            print(
+                f"{key:<9} peak RSS of a process that loads and answers: HF {row['hf_peak_rss_mb']} MB, "
+                f"GeoAssist {row['geoassist_peak_rss_mb']} MB",
+                flush=True,
+            )
+
+
+def memory_worker(side: str, model_name: str, folder: str, images: str, batch: int, new: int):
+    import resource
+
+    import numpy as np
+    import torch
+
+    torch.set_grad_enabled(False)
+    arrays = list(np.load(images))[:batch]
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(batch)]
+    if side == "hf":
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        runner = HFSide(
+            LlavaForConditionalGeneration.from_pretrained(folder).eval(),
+            AutoProcessor.from_pretrained(folder),
+        )
+    else:
+        from geoassist.assistant import Assistant
+
+        assistant = Assistant.from_pretrained(model_name, device="cpu")
+        assistant.model.config.projector.token_pool = 1  # as in the timed runs
+        runner = GeoAssistSide(assistant)
+    runner.answer(arrays, questions, new)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mb": peak}))
 
 
 def scale_main(args) -> dict[str, Any]:
@@ -500,7 +576,7 @@ def scale_main(args) -> dict[str, Any]:
             batch=b,
             new_tokens=args.new_tokens,
             device=args.device,
-            memory=not args.no_memory,
+            memory=args.memory,
         )
     return results
 
@@ -516,7 +592,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=16, help="tokens per answer")
     parser.add_argument("--batches", type=int, nargs="*", default=[8, 32])
     parser.add_argument("--quick", action="store_true", help="a reduced run (about a minute)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
+    parser.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure peak memory (default: on, off with --quick); on CPU in fresh processes",
+    )
+    parser.add_argument("--memory-worker", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the results as JSON")
     parser.add_argument(
         "--scale",
@@ -524,8 +607,18 @@ def main(argv: list[str] | None = None) -> int:
         help="random weights at this scale (real: ViT-L/14-336 + 7B-class LM, for a GPU)",
     )
     args = parser.parse_args(argv)
+    if args.memory_worker:
+        side, model_name, folder, images, batch, new = args.memory_worker
+        memory_worker(side, model_name, folder, images, int(batch), int(new))
+        return 0
     if args.quick:
         args.runs, args.new_tokens, args.batches = 3, 8, [8]
+    if args.memory is None:
+        args.memory = not args.quick
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     results = scale_main(args) if args.scale else run(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

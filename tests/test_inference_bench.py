@@ -25,28 +25,41 @@ def _load(name: str):
 def test_inference_bench_compares_both_sides_on_the_same_tokens(tmp_path, capsys):
     bench = _load("inference")
     out = tmp_path / "r.json"
-    args = [
-        "--model",
-        "tiny",
-        "--runs",
-        "1",
-        "--new-tokens",
-        "3",
-        "--batches",
-        "3",
-        "--json",
-        str(out),
-    ]
-    assert bench.main(args) == 0
+    args = ["--model", "tiny", "--runs", "1", "--new-tokens", "3", "--batches", "3"]
+    assert bench.main([*args, "--no-memory", "--json", str(out)]) == 0
     results = json.loads(out.read_text())
     assert set(results) >= {"meta", "single", "batch3", "followup"}
     for key in ("single", "batch3", "followup"):
         row = results[key]
         assert row["ratio"] == pytest.approx(row["geoassist_s"] / row["hf_s"])
         assert row["same_tokens"], key  # same weights, greedy: the same answers on both sides
-        assert "hf_peak_mb" in row and "geoassist_peak_mb" in row
     assert results["single"]["hf_ttft_s"] > 0
     assert "followup" in capsys.readouterr().out
+
+
+def test_memory_worker_loads_each_side_and_answers(tmp_path, capsys, tiny_model):
+    import numpy as np
+
+    from geoassist.export import export_hf_llava
+
+    bench = _load("inference")
+    folder = export_hf_llava(tiny_model, tmp_path / "hf")
+    images = tmp_path / "images.npy"
+    np.save(images, np.zeros((2, 32, 32, 3), dtype=np.uint8))
+    for side in ("hf", "geoassist"):
+        bench.memory_worker(side, "tiny", str(folder), str(images), 2, 2)
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["peak_rss_mb"] > 50
+
+
+@pytest.mark.slow
+def test_inference_bench_measures_peak_memory_in_fresh_processes(tmp_path):
+    bench = _load("inference")
+    out = tmp_path / "r.json"
+    args = ["--model", "tiny", "--runs", "1", "--new-tokens", "2", "--batches", "2", "--memory"]
+    assert bench.main([*args, "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    for key in ("single", "batch2"):
+        assert results[key]["hf_peak_rss_mb"] > 100 and results[key]["geoassist_peak_rss_mb"] > 100
 
 
 def test_train_bench_reads_the_default_preset_stage2():
@@ -69,6 +82,7 @@ def test_scale_step_flops_and_model_shapes():
     )
 
 
+@pytest.mark.slow  # about half a minute: three fresh Python processes
 def test_gpu_script_runs_with_tiny_shapes_on_cpu(tmp_path):
     env = {**os.environ, "GEOASSIST_GPU_SCALE": "tiny", "PYTHON": sys.executable}
     env["GEOASSIST_WHEELS"] = str(tmp_path / "no-wheels")
