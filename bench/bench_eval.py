@@ -5,7 +5,9 @@ Baseline (measured in the same process, on the same model and records): a plain 
 (``geoassist.eval.evaluate``, which batches requests through ``Assistant.ask_batch`` with
 left padding and the KV cache) at batch sizes 1, 8 and 16. All runs decode greedily with the
 same answer-length limit, so they do the same work; the script checks that every run gives
-the baseline's answers.
+the baseline's answers. Settings take turns over ``--repeats`` rounds and the median is
+shown, as items/s (wall clock) and as items per CPU-second of the process (steadier on a
+shared machine).
 
     python bench/bench_eval.py                      # mini on CPU, 48 RSVQA-LR questions
     python bench/bench_eval.py --n 96 --device cuda --batch-sizes 1 8 16 32
@@ -55,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument(
-        "--repeats", type=int, default=1, help="runs per setting; the median is shown"
+        "--repeats", type=int, default=3, help="rounds; each setting's median is shown"
     )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
 
     import torch
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from geoassist.eval.harness import _request
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     records, root, source = load_records(args.n)
     t0 = time.perf_counter()
     assistant = Assistant.from_pretrained(args.model, device=args.device)
@@ -87,54 +92,61 @@ def main(argv: list[str] | None = None) -> int:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    def loop() -> tuple[float, list[str]]:
+    def timed(work):
+        """Wall seconds, CPU seconds of this process (all threads) and the answers."""
         sync()
-        start = time.perf_counter()
-        answers = [assistant.ask(**req, max_new_tokens=args.max_new_tokens).raw for req in requests]
+        wall, cpu = time.perf_counter(), time.process_time()
+        answers = work()
         sync()
-        return time.perf_counter() - start, answers
+        return time.perf_counter() - wall, time.process_time() - cpu, answers
 
-    def harness(batch_size: int) -> tuple[float, list[str]]:
-        with tempfile.TemporaryDirectory() as out:
-            sync()
-            start = time.perf_counter()
-            report = evaluate(
-                "rsvqa", records, assistant, root, out, batch_size=batch_size,
-                max_new_tokens=args.max_new_tokens, progress=False, plots=False,
-            )  # fmt: skip
-            sync()
-            seconds = time.perf_counter() - start
-            lines = [
-                json.loads(line)
-                for line in (Path(out) / "predictions.jsonl").read_text().splitlines()
-            ]
+    def loop() -> list[str]:
+        return [assistant.ask(**req, max_new_tokens=args.max_new_tokens).raw for req in requests]
+
+    def harness(batch_size: int, out: str) -> list[str]:
+        report = evaluate(
+            "rsvqa", records, assistant, root, out, batch_size=batch_size,
+            max_new_tokens=args.max_new_tokens, progress=False, plots=False,
+        )  # fmt: skip
+        lines = [
+            json.loads(line) for line in (Path(out) / "predictions.jsonl").read_text().splitlines()
+        ]
         assert report["n"] == len(records) == len(lines)
         by_id = {line["id"]: line["prediction"] for line in lines}
-        return seconds, [by_id[r["id"]] for r in records]
+        return [by_id[r["id"]] for r in records]
 
-    # Settings take turns round by round, so a busy machine slows them alike.
-    runs = {"loop": loop, **{b: (lambda b=b: harness(b)) for b in args.batch_sizes}}
-    times: dict = {key: [] for key in runs}
+    # Settings take turns round by round, so that a busy machine slows them alike. CPU time
+    # is reported beside wall time: on a shared machine it varies much less.
+    out = tempfile.mkdtemp()
+    runs = {"loop": loop, **{b: (lambda b=b: harness(b, out)) for b in args.batch_sizes}}
+    walls: dict = {key: [] for key in runs}
+    cpus: dict = {key: [] for key in runs}
     answers: dict = {}
     for round_ in range(args.repeats):
         for key, run in runs.items():
-            seconds, answers[key] = run()
-            times[key].append(seconds)
+            wall, cpu, answers[key] = timed(run)
+            walls[key].append(wall)
+            cpus[key].append(cpu)
             name = "loop" if key == "loop" else f"batch {key}"
             print(
-                f"  round {round_ + 1}: {name}: {len(records) / seconds:.2f} items/s",
+                f"  round {round_ + 1}: {name}: {len(records) / wall:.2f} items/s, "
+                f"{len(records) / cpu:.2f} items per CPU-second",
                 file=sys.stderr,
                 flush=True,
             )
-    rate = {key: len(records) / statistics.median(t) for key, t in times.items()}
-    rows = [("one-at-a-time loop (assistant.ask)", "-", rate["loop"], 1.0, "baseline")]
-    for b in args.batch_sizes:
-        same = "yes" if answers[b] == answers["loop"] else "NO"
-        rows.append(("geoassist eval rsvqa", str(b), rate[b], rate[b] / rate["loop"], same))
-
-    print(f"{'run':<36} {'batch':>5} {'items/s':>9} {'vs loop':>8}  same answers")
-    for name, batch, rate, ratio, same in rows:
-        print(f"{name:<36} {batch:>5} {rate:>9.2f} {ratio:>7.2f}x  {same}")
+    n = len(records)
+    rate = {key: n / statistics.median(t) for key, t in walls.items()}
+    cpu_rate = {key: n / statistics.median(t) for key, t in cpus.items()}
+    print(
+        f"{'run':<36} {'batch':>5} {'items/s':>9} {'vs loop':>8} {'items/CPU-s':>12} {'vs loop':>8}  same answers"
+    )
+    for key in runs:
+        name = "one-at-a-time loop (assistant.ask)" if key == "loop" else "geoassist eval rsvqa"
+        same = "baseline" if key == "loop" else ("yes" if answers[key] == answers["loop"] else "NO")
+        print(
+            f"{name:<36} {'-' if key == 'loop' else key:>5} {rate[key]:>9.2f} {rate[key] / rate['loop']:>7.2f}x "
+            f"{cpu_rate[key]:>12.2f} {cpu_rate[key] / cpu_rate['loop']:>7.2f}x  {same}"
+        )
     return 0
 
 

@@ -372,8 +372,6 @@ def build_sides(model_name: str, device: str):
     its HF LLaVA export (built in memory; ``geoassist export`` writes the same thing to disk)."""
     import copy
 
-    import torch
-
     from geoassist.assistant import Assistant
     from geoassist.export import build_hf_llava, build_processor
 
@@ -386,7 +384,6 @@ def build_sides(model_name: str, device: str):
     llava = build_hf_llava(model).to(device)
     processor = build_processor(model)
     assistant = Assistant(model, device=device)
-    torch.set_grad_enabled(False)
     return HFSide(llava, processor), GeoAssistSide(assistant), pooled, model
 
 
@@ -512,9 +509,7 @@ def memory_worker(side: str, model_name: str, folder: str, images: str, batch: i
     import resource
 
     import numpy as np
-    import torch
 
-    torch.set_grad_enabled(False)
     arrays = list(np.load(images))[:batch]
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(batch)]
     if side == "hf":
@@ -550,7 +545,6 @@ def scale_main(args) -> dict[str, Any]:
     bench_train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_train)
     model = bench_train.build_scale_model(args.scale, args.device).eval()
-    torch.set_grad_enabled(False)
     llava = build_hf_llava(model, dtype=model.lm.dtype).to(args.device)
     processor = build_processor(model)
     hf = HFSide(llava, processor)
@@ -581,6 +575,58 @@ def scale_main(args) -> dict[str, Any]:
     return results
 
 
+def archive_main(args) -> dict[str, Any]:
+    """``geoassist batch`` (``run_archive``: files → JSONL, batched) against a loop of
+    ``Assistant.ask`` over the same files, as an analyst would write it; images/s."""
+    import tempfile
+
+    from PIL import Image
+
+    from geoassist.assistant import Assistant
+    from geoassist.commands.batch import build_requests, collect_images, run_archive
+    from geoassist.commands.core import _quiet_transformers
+
+    _quiet_transformers()
+    model_name = args.model or default_model()
+    assistant = Assistant.from_pretrained(model_name, device=args.device)
+    assistant.reuse_prefix = False  # every image is new: nothing to reuse
+    size = assistant.config.preprocess.image_size
+    prompt = "Describe the image."
+    gen = {"max_new_tokens": args.new_tokens}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "archive"
+        folder.mkdir()
+        for i, array in enumerate(make_images(args.archive, size, seed=100)):
+            Image.fromarray(array).save(folder / f"scene_{i:04d}.png")
+        requests = build_requests(collect_images([folder]), [prompt])
+        assistant.ask(requests[0].image, prompt, **gen)  # warm-up
+        start = time.perf_counter()
+        loop = [assistant.ask(r.image, prompt, **gen).raw for r in requests]
+        loop_s = time.perf_counter() - start
+        out = Path(tmp) / "answers.jsonl"
+        start = time.perf_counter()
+        run_archive(assistant, requests, out, batch_size=args.archive_batch, progress=False,
+                    generate_options=gen)  # fmt: skip
+        batch_s = time.perf_counter() - start
+        batched = [json.loads(line)["raw"] for line in out.read_text().splitlines()]
+    row = {
+        "images": len(requests),
+        "max_new_tokens": args.new_tokens,
+        "batch_size": args.archive_batch,
+        "loop_images_per_s": len(requests) / loop_s,
+        "batch_images_per_s": len(requests) / batch_s,
+        "speedup": loop_s / batch_s,
+        "same_answers": loop == batched,
+    }
+    print(
+        f"{model_name}: {row['images']} images, up to {args.new_tokens} new tokens | ask loop "
+        f"{row['loop_images_per_s']:.2f} img/s | geoassist batch (batch {args.archive_batch}) "
+        f"{row['batch_images_per_s']:.2f} img/s | {row['speedup']:.2f}x | "
+        f"{'same answers' if row['same_answers'] else 'ANSWERS DIFFER'}"
+    )
+    return {"archive": row}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -599,6 +645,13 @@ def main(argv: list[str] | None = None) -> int:
         help="measure peak memory (default: on, off with --quick); on CPU in fresh processes",
     )
     parser.add_argument("--memory-worker", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--archive",
+        type=int,
+        metavar="N",
+        help="instead: geoassist batch over N image files vs a loop of Assistant.ask",
+    )
+    parser.add_argument("--archive-batch", type=int, default=8, help="batch size for --archive")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the results as JSON")
     parser.add_argument(
@@ -607,19 +660,26 @@ def main(argv: list[str] | None = None) -> int:
         help="random weights at this scale (real: ViT-L/14-336 + 7B-class LM, for a GPU)",
     )
     args = parser.parse_args(argv)
+    import torch
+
     if args.memory_worker:
         side, model_name, folder, images, batch, new = args.memory_worker
-        memory_worker(side, model_name, folder, images, int(batch), int(new))
+        with torch.no_grad():
+            memory_worker(side, model_name, folder, images, int(batch), int(new))
         return 0
     if args.quick:
         args.runs, args.new_tokens, args.batches = 3, 8, [8]
     if args.memory is None:
         args.memory = not args.quick
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
-    results = scale_main(args) if args.scale else run(args)
+    # inference only; a context (not the global switch) so callers in the same process,
+    # such as the test suite, keep autograd
+    with torch.no_grad():
+        if args.archive:
+            results = archive_main(args)
+        else:
+            results = scale_main(args) if args.scale else run(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

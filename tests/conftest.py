@@ -59,3 +59,15 @@ def tiny_model():
 def make_tiny():
     """Factory for fresh tiny models: ``make_tiny(seed=0, r=4)`` (LoRA options enable LoRA)."""
     return build_tiny
+
+
+@pytest.fixture(autouse=True)
+def _autograd_left_on():
+    """A test (or the library code it calls) must not switch autograd off for the
+    whole process: the training tests that run after it would fail far from the cause."""
+    import torch
+
+    yield
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("autograd was left disabled (use torch.no_grad() as a context)")

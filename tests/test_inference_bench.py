@@ -99,3 +99,12 @@ def test_gpu_script_runs_with_tiny_shapes_on_cpu(tmp_path):
     gen = json.loads((out / "inference.json").read_text())
     assert gen["batch1"]["same_tokens"] and gen["batch32"]["same_tokens"]
     assert "scale: tiny" in (out / "environment.txt").read_text()
+
+
+def test_archive_bench_batched_equals_the_ask_loop(tmp_path):
+    bench = _load("inference")
+    out = tmp_path / "a.json"
+    args = ["--model", "tiny", "--archive", "5", "--archive-batch", "2", "--new-tokens", "3"]
+    assert bench.main([*args, "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["archive"]
+    assert row["images"] == 5 and row["same_answers"] and row["batch_images_per_s"] > 0

@@ -283,7 +283,7 @@ def _pipeline_training_text(config: PipelineConfig, summary: dict) -> str:
                 f"- `{name}` (recipe `{d['recipe']}`, {role}): {d['written']} records, by task {d['by_task']}"
             )
     lines.append("\nStages:")
-    for index, s in sorted(summary["stages"].items()):
+    for _index, s in sorted(summary["stages"].items()):
         lines.append(
             f"- stage {s['stage']}: {s['steps']} steps, {s['minutes']} min, {s['samples_per_s']} samples/s, "
             f"final loss {s['final_loss']}, peak RSS {s['peak_rss_mb']} MB"
