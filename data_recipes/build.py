@@ -370,9 +370,7 @@ def build(
 
     r = get_recipe(recipe)
     name = r.info.name
-    src_path = Path(src).expanduser()
-    if src_path.exists() or not r.info.writes_files:  # geosynth's --src may be a spec, not a path
-        src_path = src_path.resolve()
+    src_path = r.resolve_src(src)
     r.check(src_path)
     chosen = (
         split_filter(splits, r.available_splits(src_path), name) if splits is not None else None

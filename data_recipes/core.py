@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,13 @@ class Recipe:
 
     info: ClassVar[RecipeInfo]
 
+    def resolve_src(self, src: str | os.PathLike) -> Path:
+        """The path ``--src`` stands for (a recipe whose ``--src`` may be a name or a spec overrides this)."""
+        path = Path(src).expanduser()
+        if path.exists() or not self.info.writes_files:  # geosynth's --src may be a spec, not a path
+            path = path.resolve()
+        return path
+
     def check(self, src: Path) -> None:
         """Raise :class:`DatasetNotFoundError` with a helpful message when ``src`` is not this dataset."""
         if not src.exists():
@@ -184,6 +192,7 @@ RECIPE_MODULES = (
     "user",
     "captions",
     "scenes",
+    "knowledge",
 )
 
 _REGISTRY: dict[str, Recipe] = {}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from geoassist.rag.context import NO_ANSWER, knowledge_prompt
@@ -69,13 +69,19 @@ def _distractors(
     store: KnowledgeStore | None,
     n: int,
     rng: random.Random,
+    allowed: Collection[str] | None = None,
 ) -> list[Entry]:
     if store is not None:
-        hits = store.search(question, k=n + 1)
-        near = [h.entry for h in hits if h.entry.doc_id != entry.doc_id]
+        # With a restricted set, search deeper so enough allowed neighbours remain after filtering.
+        hits = store.search(question, k=n + 1 if allowed is None else 4 * n + 8)
+        near = [
+            h.entry
+            for h in hits
+            if h.entry.doc_id != entry.doc_id and (allowed is None or h.entry.id in allowed)
+        ]
         if len(near) >= n:
             return near[:n]
-    others = [e for e in pool if e.doc_id != entry.doc_id]
+    others = [e for e in pool if e.doc_id != entry.doc_id and (allowed is None or e.id in allowed)]
     return rng.sample(others, min(n, len(others)))
 
 
@@ -89,6 +95,9 @@ def knowledge_qa_records(
     split: str = "train",
     seed: int = 0,
     limit: int | None = None,
+    source_name: str = SOURCE,
+    ask_ids: Collection[str] | None = None,
+    distractor_ids: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Instruction records for the ``knowledge_qa`` task.
 
@@ -97,6 +106,11 @@ def knowledge_qa_records(
     Every ``unanswerable_every``-th record leaves the answer out of the block and
     every ``planted_every``-th plants an instruction in a distractor (0 turns
     either off). Records are deterministic for a given ``seed``.
+
+    ``ask_ids`` limits the questions to those entries and ``distractor_ids`` the
+    other passages of a context block to those (both default to every entry), so a
+    split can be built whose prompts hold no passage of another split. Record ids
+    are ``<source_name>:<entry id>:<n>``.
     """
     from geoassist.rag.corpus import load_corpus
 
@@ -108,10 +122,14 @@ def knowledge_qa_records(
     rng = random.Random(seed)
     records: list[dict[str, Any]] = []
     counter = 0
-    for entry in pool:
+    asked = pool if ask_ids is None else [e for e in pool if e.id in ask_ids]
+    allowed = None if distractor_ids is None else set(distractor_ids)
+    for entry in asked:
         for question in _questions(entry, rng, per_entry):
             counter += 1
-            distractors = _distractors(entry, question, pool, store, max(k - 1, 0) + 1, rng)
+            distractors = _distractors(
+                entry, question, pool, store, max(k - 1, 0) + 1, rng, allowed
+            )
             qtype = "answerable"
             if unanswerable_every and counter % unanswerable_every == 0:
                 qtype = "unanswerable"
@@ -138,8 +156,8 @@ def knowledge_qa_records(
                 continue  # the answering passage did not fit the context budget
             records.append(
                 {
-                    "id": f"{SOURCE}:{entry.id}:{counter}",
-                    "source": SOURCE,
+                    "id": f"{source_name}:{entry.id}:{counter}",
+                    "source": source_name,
                     "split": split,
                     "task": "knowledge_qa",
                     "images": [],
@@ -151,6 +169,7 @@ def knowledge_qa_records(
                     "qtype": qtype,
                     "targets": {},
                     "meta": {
+                        "entry_id": entry.id,
                         "answer_ids": answer_ids,
                         "context_ids": [h.entry.id for h in used],
                         "question": question,
