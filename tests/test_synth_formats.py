@@ -148,3 +148,68 @@ def test_readers_on_real_dota_levir_isaid(rs_samples):
     assert len(caps) == 5 and "houses" in caps[0]
     eu = R.read_eurosat(rs_samples / "format_only_synthetic" / "eurosat_ms", "test")
     assert {c for _, c in eu} == {"AnnualCrop", "Forest"}
+
+
+def test_dior_rsvg_lists_object_indices_that_name_each_expression(hr_out):
+    import json
+
+    scenes = [json.loads(p.read_text()) for p in sorted((hr_out / "geosynth" / "val").glob("*.json"))]
+    expected = [(r["text"], [round(v) for v in next(o for o in s["objects"] if o["id"] == r["object_id"])["box"]]) for s in scenes for r in s["referring"]]
+    listed = [int(t) for t in (hr_out / "dior-rsvg" / "val.txt").read_text().split()]
+    assert listed == list(range(len(expected)))  # object indices, not image numbers
+    got = [(r["description"], [round(v) for v in r["box"]]) for r in R.read_dior_rsvg(hr_out / "dior-rsvg", "val")]
+    assert got == expected
+
+
+def test_dior_rsvg_roundtrip_with_ids_out_of_order(tmp_path):
+    """The referred object is found by its id, not its list position, and the index file names it."""
+    from geoassist.data_recipes import build, read_records
+    from geoassist.formats import parse
+    from geoassist.synth import generate_scene
+    from geoassist.synth.encode import Encoded
+    from geoassist.synth.exporters import DIORRSVGExporter
+    from geoassist.synth.types import ReferringExpression
+
+    exporter = DIORRSVGExporter(tmp_path, "val", "hr")
+    truth = []
+    for index, seed in enumerate((5, 6)):
+        scene = generate_scene(seed, "hr", scene_class="parking_lot", size=256)
+        a = scene.annotation
+        things = a.things()
+        assert len(things) >= 3
+        renumber = {o.id: 40 - 3 * n for n, o in enumerate(a.objects)}  # ids 40, 37, 34…: descending, gaps
+        for o in a.objects:
+            o.id = renumber[o.id]
+        a.objects.reverse()
+        target = things[2]  # not the first object in the list, and its id is not its position
+        assert a.objects.index(target) != target.id and a.objects[0] is not target
+        decoy = a.objects[0]
+        a.referring = [
+            ReferringExpression(f"the decoy {index}", decoy.id, list(decoy.box)),
+            ReferringExpression(f"the target {index}", target.id, list(target.box)),
+        ]
+        exporter.add(index, scene, Encoded(scene))
+        truth += [(r.text, [round(v) for v in a.object(r.object_id).box]) for r in a.referring]
+    exporter.close()
+    root = tmp_path / "dior-rsvg"
+    assert (root / "val.txt").read_text().split() == ["0", "1", "2", "3"]
+    back = R.read_dior_rsvg(root, "val")
+    assert [(r["description"], [round(v) for v in r["box"]]) for r in back] == truth
+    assert [r["index"] for r in back] == [0, 1, 2, 3]
+    # the data recipe, which follows the published layout, reads the same expressions and boxes
+    manifest = build("dior_rsvg", root, tmp_path / "records")
+    assert set(manifest["by_split"]) == {"val"} and manifest["rejected"] == {}
+    referring = {r["conversations"][0]["content"].split("] ", 1)[1]: r for r in read_records(tmp_path / "records") if r["task"] == "referring" and r["answer"] != "none"}
+    for text, box in truth:
+        assert referring[text]["targets"]["boxes"][0]["box"] == pytest.approx(box)
+        assert parse(referring[text]["answer"], (256, 256)).boxes[0].box == pytest.approx(box, abs=0.3)
+
+
+def test_dior_rsvg_reader_explains_a_bad_split_file(tmp_path):
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "val.txt").write_text("00001.jpg\n")
+    with pytest.raises(R.DatasetFormatError, match="object indices"):
+        R.read_dior_rsvg(tmp_path, "val")
+    (tmp_path / "val.txt").write_text("3\n")
+    with pytest.raises(R.DatasetFormatError, match="do not belong together"):
+        R.read_dior_rsvg(tmp_path, "val")

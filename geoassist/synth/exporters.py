@@ -10,7 +10,8 @@ rsvqa       RSVQA full release: ``USGS_split_<split>_{questions,answers,images}.
 dota        DOTA v1.0: ``<split>/images/P0000.png``, ``<split>/labelTxt/P0000.txt``
 dior        DIOR: ``JPEGImages-<split>/00001.jpg``, ``Annotations/Horizontal Bounding Boxes/``,
             ``Annotations/Oriented Bounding Boxes/``, ``ImageSets/Main/<split>.txt``
-dior-rsvg   DIOR-RSVG: ``JPEGImages/``, ``Annotations/<n>.xml`` with ``<description>``, ``<split>.txt``
+dior-rsvg   DIOR-RSVG: ``JPEGImages/``, ``Annotations/<n>.xml`` with ``<description>``,
+            ``<split>.txt`` of object indices
 levir-cd    LEVIR-CD: ``A/``, ``B/``, ``label/`` (0/255), ``list/<split>.txt``
 levir-cc    LEVIR-CC: ``images/<split>/{A,B}/``, ``LevirCCcaptions.json`` (with ``changeflag``)
 karpathy    UCM/RSICD/Sydney captions: ``dataset_geosynth.json`` + ``images/``
@@ -27,6 +28,7 @@ geosynth    the full native annotation: ``<split>/<name>.json``
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -187,12 +189,19 @@ class DIORExporter(Exporter):
 
 
 class DIORRSVGExporter(Exporter):
+    """One ``<object>`` per referring expression (the box of the object it names, looked up by id).
+
+    ``<split>.txt`` lists *object* indices, not image numbers: 0-based positions in the
+    objects of all ``Annotations/*.xml`` taken in file-name order, as the authors' loader
+    counts them, so each line names one expression.
+    """
+
     name = "dior-rsvg"
     kinds = ("hr",)
 
     def __init__(self, root: Path, split: str, kind: str):
         super().__init__(root, split, kind)
-        self.ids: list[str] = []
+        self.stems: list[str] = []
 
     def needs(self) -> set[str]:
         return {"rgb.jpg"}
@@ -206,10 +215,17 @@ class DIORRSVGExporter(Exporter):
             o = a.object(r.object_id)
             objs.append(f"  <object>\n    <name>{escape(DIOR_CLASSES.get(o.cls, o.cls.replace('_', '')))}</name>\n" + _bndbox(o.box) + f"    <description>{escape(r.text)}</description>\n  </object>\n")
         _write(self.root / "Annotations" / f"{stem}.xml", _voc(f"{stem}.jpg", a.width, a.height, objs, "DIOR"))
-        self.ids.append(str(index + 1))
+        self.stems.append(stem)
 
     def close(self) -> None:
-        _write(self.root / f"{self.split}.txt", "".join(f"{i}\n" for i in self.ids))
+        # Count over every annotation file present (another split's too), as a reader does.
+        mine, indices, count = set(self.stems), [], 0
+        for xml in sorted((self.root / "Annotations").glob("*.xml")):
+            n = len(ET.parse(xml).getroot().findall("object"))
+            if xml.stem in mine:
+                indices += range(count, count + n)
+            count += n
+        _write(self.root / f"{self.split}.txt", "".join(f"{i}\n" for i in indices))
 
 
 class LEVIRCDExporter(Exporter):

@@ -189,15 +189,29 @@ def read_dior(root: str | Path, split: str, oriented: bool = False) -> list[tupl
 
 
 def read_dior_rsvg(root: str | Path, split: str) -> list[dict[str, Any]]:
-    """DIOR-RSVG: one item per described object: image path, class, box, description."""
+    """DIOR-RSVG: one item per referring expression of ``<split>.txt``: index, image path, class, box, description.
+
+    The split file lists *object* indices: 0-based positions in the objects of all
+    ``Annotations/*.xml`` taken in file-name order (the authors' loader counts them so),
+    not image numbers. Items come in that order.
+    """
     root = Path(root)
-    ids = _need(root / f"{split}.txt", "DIOR-RSVG split list").read_text().split()
-    out = []
-    for i in ids:
-        stem = f"{int(i):05d}"
-        x = read_voc(root / "Annotations" / f"{stem}.xml")
+    split_file = _need(root / f"{split}.txt", "DIOR-RSVG split list")
+    try:
+        wanted = {int(t) for t in split_file.read_text().split()}
+    except ValueError as exc:
+        raise DatasetFormatError(f"{split_file} must list object indices (integers), one per line: {exc}") from None
+    out, count = [], 0
+    for xml in sorted(_need(root / "Annotations", "DIOR-RSVG Annotations folder").glob("*.xml")):
+        x = read_voc(xml)
         for o in x["objects"]:
-            out.append({"image_path": root / "JPEGImages" / x["filename"], "cls": o["name"], "box": o["box"], "description": o.get("description", "")})
+            if count in wanted:
+                image = root / "JPEGImages" / (x["filename"] or f"{xml.stem}.jpg")
+                out.append({"index": count, "image_path": image, "cls": o["name"], "box": o.get("box"), "description": o.get("description", "")})
+            count += 1
+    missing = sorted(i for i in wanted if i >= count)
+    if missing:
+        raise DatasetFormatError(f"{split_file} lists object indices {missing[:5]} but Annotations/ holds {count} objects; the split file and the annotations do not belong together")
     return out
 
 
