@@ -2,22 +2,25 @@
 
 Part 1 — memory and time. Builds GeoTIFFs of N×N pixels (default 1k, 4k, 10k, 20k
 and 40k), 3-band uint8, JPEG-compressed in 512-pixel blocks (a 40k² scene holds
-4.8 GB of pixels but takes well under 1 GB on disk), written window by window from a
-pool of GeoSynth scenes so that no step ever holds the raster. Each raster is
+4.8 GB of pixels but takes well under 1 GB on disk), written by GeoSynth's tiled mode
+(``geoassist.synth.large.generate_large_scene``: independent 1024² scenes of varied
+classes at 0.5 m, window by window, so that no step ever holds the raster; ``--pool K``
+draws the pieces from K scenes instead, faster). Each raster is
 measured twice: as written (no overviews: the overview is a decimated read of the
 whole file) and after GDAL builds internal overviews (as in a COG). Every
-measurement is one `geoassist ask` process (``--model mini`` by default; its vision
-tower is untrained, so the text is meaningless and only cost matters); its peak
+measurement is one `geoassist ask` process with the default model (``geoassist-mini``,
+``--model`` to change; the question is "cars", task detect); its peak
 resident memory and CPU time (user + system) come from ``wait4``, beside its wall-clock
 time (CPU time is the figure to compare on a machine shared with other jobs). The
 baseline, measured in the same run, is the same command on the smallest raster;
 ratios are printed against it.
 
-Part 2 — counting. A GeoSynth mosaic of ``--count-size`` pixels (parking lots,
-residential, industrial…) gets a fourth band holding the footprint of every small
-vehicle (each shrunk by a pixel, so neighbours stay apart). A stand-in detector
-replaces generation: it counts bright blobs in the pixels the encoder receives
-(that band, as a gray composite). The same question is answered three ways: tiled
+Part 2 — counting. A GeoSynth tiled scene of ``--count-size`` pixels (parking lots,
+residential, industrial) is written with its ``objects`` band (``labels=True``: each
+object's class code, each instance shrunk by a pixel so that neighbours stay apart). A
+stand-in detector replaces generation: it counts the blobs of the small-vehicle code
+in the pixels the encoder receives (that band, as a gray composite); the truth is the
+annotation's small-vehicle count. The same question is answered three ways: tiled
 with enough tiles to read the whole scene, tiled with the default budget (64), and
 downscaled to the encoder's input (``max_tiles=0``). Counting accuracy is
 ``1 - |predicted - true| / true`` against the GeoSynth truth; the detector's own
@@ -41,62 +44,15 @@ from pathlib import Path
 
 import numpy as np
 
-BLOCK = 512
-POOL_CLASSES = ["parking_lot", "dense_residential", "industrial", "harbour", "farmland",
-                "forest", "airport", "sparse_residential"]  # fmt: skip
-
-
 # ------------------------------------------------------------------ raster building
 
 
-def scene_pool(n: int, size: int = 1024) -> list[np.ndarray]:
-    from geoassist.synth import generate_scene
+def write_scene(path: Path, side: int, args) -> None:
+    """An N×N GeoSynth tiled scene (JPEG, 512-px blocks), written window by window, and its truth."""
+    from geoassist.synth.large import generate_large_scene
 
-    return [
-        generate_scene(100 + i, "hr", scene_class=POOL_CLASSES[i % len(POOL_CLASSES)], size=size,
-                       with_text=False).image
-        for i in range(n)
-    ]  # fmt: skip
-
-
-def write_mosaic(path: Path, side: int, pool: list[np.ndarray], seed: int = 0) -> None:
-    """An N×N RGB GeoTIFF tiled from the pool (random flips), written one window at a time."""
-    import rasterio
-    from affine import Affine
-
-    rng = np.random.default_rng(seed)
-    piece = pool[0].shape[0]
-    profile = {
-        "driver": "GTiff", "width": side, "height": side, "count": 3, "dtype": "uint8",
-        "crs": "EPSG:32631", "transform": Affine(0.5, 0, 400_000.0, 0, -0.5, 5_500_000.0),
-        "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "jpeg",
-        "photometric": "ycbcr", "jpeg_quality": 85, "BIGTIFF": "IF_SAFER",
-    }  # fmt: skip
-    tmp = path.with_name(path.name + ".part")
-    with rasterio.open(tmp, "w", **profile) as dst:
-        for row in range(0, side, piece):
-            for col in range(0, side, piece):
-                block = pool[int(rng.integers(len(pool)))]
-                if rng.random() < 0.5:
-                    block = block[:, ::-1]
-                if rng.random() < 0.5:
-                    block = block[::-1]
-                h, w = min(piece, side - row), min(piece, side - col)
-                window = rasterio.windows.Window(col, row, w, h)
-                dst.write(np.moveaxis(block[:h, :w], 2, 0), window=window)
-    tmp.replace(path)
-
-
-def build_overviews(path: Path) -> None:
-    import rasterio
-    from rasterio.enums import Resampling
-
-    with rasterio.Env(GDAL_CACHEMAX=256), rasterio.open(path, "r+") as ds:
-        factors, f = [], 2
-        while max(ds.width, ds.height) / f >= 256:
-            factors.append(f)
-            f *= 2
-        ds.build_overviews(factors, Resampling.average)
+    generate_large_scene(path, side, seed=0, georef=True, compress="jpeg", pool=args.pool,
+                         workers=args.workers, progress=False)  # fmt: skip
 
 
 # ------------------------------------------------------------------ measuring
@@ -137,16 +93,14 @@ def run_ask(path: Path, model: str, max_tiles: int | None, tokens: int) -> dict:
 def part_memory_time(args) -> list[dict]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pool = None
     rows = []
     sizes = [int(s) for s in args.sizes.split(",")]
     for side in sizes:
         path = out / f"scene_{side}.tif"
         ov_path = out / f"scene_{side}.ovr-built"
         if not path.exists():
-            pool = pool or scene_pool(args.pool)
             t0 = time.perf_counter()
-            write_mosaic(path, side, pool)
+            write_scene(path, side, args)
             print(f"wrote {path.name}: {side}×{side}×3 ({side * side * 3 / 1e9:.3g} GB of pixels) "
                   f"in {time.perf_counter() - t0:.0f} s, {path.stat().st_size / 1e6:.0f} MB on disk", flush=True)  # fmt: skip
         if not ov_path.exists() and not args.overviews_only:
@@ -154,6 +108,8 @@ def part_memory_time(args) -> list[dict]:
             rows.append({"side": side, "overviews": False, **r})
             print(_row(rows[-1]), flush=True)
         if not ov_path.exists():
+            from geoassist.synth.large import build_overviews
+
             t0 = time.perf_counter()
             build_overviews(path)
             ov_path.touch()
@@ -184,50 +140,27 @@ def _row(r: dict) -> str:
 # ------------------------------------------------------------------ counting
 
 
-def counting_scene(path: Path, side: int, target: str = "small_vehicle") -> tuple[int, int]:
-    """RGB + a 'truth' band of shrunk target footprints; returns (true count, full-res blob count)."""
+COUNT_CLASSES = ["parking_lot", "dense_residential", "industrial"]
+
+
+def counting_scene(path: Path, side: int, target: str = "small_vehicle") -> tuple[int, int, int]:
+    """A GeoSynth tiled scene with its ``objects`` band; (true count, the target's code, full-res blob count)."""
     import rasterio
-    from affine import Affine
     from scipy import ndimage
 
-    from geoassist.synth import generate_scene
+    from geoassist.synth.large import generate_large_scene
+    from geoassist.synth.palette import SEM
 
-    piece = 1024
-    classes = ["parking_lot", "dense_residential", "industrial", "parking_lot"]
-    truth = np.zeros((side, side), np.uint8)
-    rgb = np.zeros((side, side, 3), np.uint8)
-    count = 0
-    k = 0
-    for row in range(0, side, piece):
-        for col in range(0, side, piece):
-            s = generate_scene(500 + k, "hr", scene_class=classes[k % len(classes)], size=piece, gsd_m=0.5,
-                               with_text=False)  # fmt: skip
-            k += 1
-            rgb[row : row + piece, col : col + piece] = s.image
-            for o in s.annotation.objects:
-                if o.cls != target or o.mask is None:
-                    continue
-                m = ndimage.binary_erosion(o.mask)
-                if not m.any():
-                    continue
-                x0, y0 = o.mask_origin
-                h, w = m.shape
-                truth[row + y0 : row + y0 + h, col + x0 : col + x0 + w][m] = 255
-                count += 1
-    blobs = ndimage.label(truth > 127)[1]
-    with rasterio.open(
-        path, "w", driver="GTiff", width=side, height=side, count=4, dtype="uint8", crs="EPSG:32631",
-        transform=Affine(0.5, 0, 400_000.0, 0, -0.5, 5_500_000.0), tiled=True, blockxsize=512,
-        blockysize=512, compress="deflate",
-    ) as dst:  # fmt: skip
-        dst.write(np.moveaxis(rgb, 2, 0), [1, 2, 3])
-        dst.write(truth, 4)
-        dst.descriptions = ("red", "green", "blue", "truth")
-    return count, blobs
+    result = generate_large_scene(path, side, seed=5, georef=True, compress="deflate", labels=True,
+                                  classes=COUNT_CLASSES, progress=False)  # fmt: skip
+    code = SEM[target]
+    with rasterio.open(path) as ds:  # one band of a few thousand pixels a side: read whole
+        band = ds.read(4)
+    return result.counts.get(target, 0), code, ndimage.label(band == code)[1]
 
 
-def blob_detector(model):
-    """A stand-in for generation: bright blobs in each encoder input, written in the answer grammar."""
+def blob_detector(model, code: int):
+    """A stand-in for generation: blobs of one class code in each encoder input, in the answer grammar."""
     import torch
     from scipy import ndimage
 
@@ -245,7 +178,7 @@ def blob_detector(model):
             if with_image:
                 gray = (pixel_values[k].cpu() * std + mean).mean(0).numpy()
                 k += 1
-                labels, _ = ndimage.label(gray > 0.5)
+                labels, _ = ndimage.label(np.abs(gray * 255 - code) < 0.5)
                 boxes = [
                     (s[1].start, s[0].start, s[1].stop, s[0].stop)
                     for s in ndimage.find_objects(labels)
@@ -269,12 +202,12 @@ def part_counting(args) -> None:
     path = out / f"count_{args.count_size}.tif"
     meta = out / f"count_{args.count_size}.json"
     if not path.exists() or not meta.exists():
-        true, ceiling = counting_scene(path, args.count_size)
-        meta.write_text(json.dumps({"true": true, "ceiling": ceiling}))
+        true, code, ceiling = counting_scene(path, args.count_size)
+        meta.write_text(json.dumps({"true": true, "code": code, "ceiling": ceiling}))
     info = json.loads(meta.read_text())
-    true, ceiling = info["true"], info["ceiling"]
+    true, code, ceiling = info["true"], info["code"], info["ceiling"]
     assistant = Assistant.from_pretrained(args.model, device="cpu")
-    assistant.model.generate = blob_detector(assistant.model)
+    assistant.model.generate = blob_detector(assistant.model, code)
     size = assistant.config.preprocess.image_size
     print(f"\ncounting small vehicles on a {args.count_size}² GeoSynth mosaic (0.5 m, encoder input {size} px): "
           f"{true} true; the stand-in detector finds {ceiling} blobs at full resolution")  # fmt: skip
@@ -283,7 +216,7 @@ def part_counting(args) -> None:
     for name, max_tiles in (("tiled, whole scene", 100_000), ("tiled, default budget", None),
                             ("downscale only", 0)):  # fmt: skip
         t0 = time.perf_counter()
-        answer = assistant.ask(path, "How many cars are there?", task="vqa", bands=["truth"],
+        answer = assistant.ask(path, "How many cars are there?", task="vqa", bands=["objects"],
                                max_tiles=max_tiles, max_new_tokens=8)  # fmt: skip
         seconds = time.perf_counter() - t0
         counted = int(answer.text) if answer.text.isdigit() else len(answer.boxes)
@@ -301,11 +234,13 @@ def main() -> None:
         "--out", default="/tmp/geoassist-bench", help="where rasters are written (not the repo)"
     )
     ap.add_argument("--sizes", default="1000,4000,10000,20000,40000")
-    ap.add_argument("--model", default="mini")
+    ap.add_argument("--model", default="geoassist-mini", help="the default (shipped) model")
     ap.add_argument("--tokens", type=int, default=16, help="max new tokens per answer")
     ap.add_argument(
-        "--pool", type=int, default=8, help="GeoSynth scenes (1024²) the mosaics are tiled from"
-    )
+        "--pool", type=int, default=0,
+        help="draw the 1024² pieces from this many GeoSynth scenes (0: every piece its own scene)",
+    )  # fmt: skip
+    ap.add_argument("--workers", type=int, default=1, help="processes generating the scenes")
     ap.add_argument("--overviews-only", action="store_true", help="skip the runs without overviews")
     ap.add_argument("--count-size", type=int, default=4096)
     ap.add_argument("--skip-memory", action="store_true")
