@@ -138,3 +138,23 @@ def test_unknown_kind_and_class_raise():
         generate_scene(0, "sar")
     with pytest.raises(SynthError):
         generate_scene(0, "hr", "volcano")
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_harbour_at_256_px_has_a_ship_on_the_water(seed):
+    """At the size the default model trains on, a harbour always shows moored ships at their real size."""
+    a = generate_scene(seed, "hr", "harbour", size=256).annotation
+    water = np.zeros((a.height, a.width), bool)
+    for o in a.objects:
+        if o.cls == "water_area":
+            water |= o.full_mask(a.height, a.width)
+    afloat = []
+    for ship in (o for o in a.objects if o.cls == "ship"):
+        mask = ship.full_mask(a.height, a.width)
+        x1, y1, x2, y2 = ship.box
+        assert 0 <= x1 < x2 <= a.width and 0 <= y1 < y2 <= a.height
+        length_px = max(ship.obox.w, ship.obox.h)
+        assert length_px * a.gsd_m == pytest.approx(ship.attributes["length_m"], rel=0.25)
+        centre = water[int((y1 + y2) / 2), int((x1 + x2) / 2)]
+        afloat.append(centre and (mask & water).sum() >= 0.9 * mask.sum())
+    assert any(afloat), f"seed {seed}: no ship on the water ({len(afloat)} ships, GSD {a.gsd_m} m)"

@@ -41,6 +41,7 @@ class Ctx:
         self.plan, self.rng = plan, rng
         self.H, self.W = plan.size
         self.occ = Occupancy(plan.size)
+        self.things = Occupancy(plan.size)  # cells taken by objects only: water and roads stay open here
         self.lc: np.ndarray | None = None
 
     def freeze_regions(self) -> None:
@@ -49,19 +50,37 @@ class Ctx:
         for code in (LC["water"], LC["road"]):
             self.occ.block_mask(self.lc == code)
 
-    def try_add(self, obj: ObjSpec, allowed: set[int] | None = None, margin: float = 1.0, ignore_occ: bool = False) -> bool:
+    def take(self, outline: list[Point], margin: float = 0.0) -> None:
+        self.occ.take(outline, margin)
+        self.things.take(outline, margin)
+
+    def try_add(self, obj: ObjSpec, allowed: set[int] | None = None, margin: float = 1.0, ignore_occ: bool = False, afloat: bool = False) -> bool:
+        """Adds ``obj`` if it is inside, free and on ``allowed`` land cover.
+
+        :meth:`freeze_regions` blocks water for land objects; ``afloat`` objects (ships) avoid
+        only other objects, and ``allowed`` keeps them on the water.
+        """
         if not self.occ.inside(obj.outline, border=2):
             return False
-        if not ignore_occ and not self.occ.free(obj.outline, margin):
+        if not ignore_occ and not (self.things if afloat else self.occ).free(obj.outline, margin):
             return False
-        if allowed is not None and self.lc is not None and not set(sample_lc(self.lc, obj.outline).tolist()) <= allowed:
+        probe = _densify(obj.outline, 4) if afloat else obj.outline  # a hull must not cross a pier between corners
+        if allowed is not None and self.lc is not None and not set(sample_lc(self.lc, probe).tolist()) <= allowed:
             return False
-        self.occ.take(obj.outline, 0 if ignore_occ else margin * 0.5)
+        self.take(obj.outline, 0 if ignore_occ else margin * 0.5)
         self.plan.add(obj)
         return True
 
     def rand_pt(self, pad: float = 0.0) -> tuple[float, float]:
         return float(self.rng.uniform(pad, self.W - pad)), float(self.rng.uniform(pad, self.H - pad))
+
+
+def _densify(pts: list[Point], k: int) -> list[Point]:
+    """``pts`` with ``k - 1`` evenly spaced points added on every edge of the closed polygon."""
+    out: list[Point] = []
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1], strict=True):
+        out += [(x0 + (x1 - x0) * i / k, y0 + (y1 - y0) * i / k) for i in range(k)]
+    return out
 
 
 def _across(cx: float, cy: float, angle: float, reach: float) -> list[Point]:
@@ -176,13 +195,13 @@ def houses_along(ctx: Ctx, pts: list[Point], road_w_m: float, spacing_m: tuple[f
             t += plan.m(lm + rng.uniform(*spacing_m))
 
 
-def scatter(ctx: Ctx, make: Callable[[float, float], ObjSpec], n: int, allowed: set[int], margin: float = 1.0, pad: float = 0) -> int:
+def scatter(ctx: Ctx, make: Callable[[float, float], ObjSpec], n: int, allowed: set[int], margin: float = 1.0, pad: float = 0, afloat: bool = False) -> int:
     placed = 0
     for _ in range(n * 4):
         if placed >= n:
             break
         x, y = ctx.rand_pt(pad)
-        placed += ctx.try_add(make(x, y), allowed, margin=margin)
+        placed += ctx.try_add(make(x, y), allowed, margin=margin, afloat=afloat)
     return placed
 
 
@@ -323,10 +342,10 @@ def river(plan: Plan, rng: np.random.Generator) -> None:
         (bx, by), rang = crossing
         width = plan.regions[-1].attrs["width_m"]
         plan.add(ob.bridge(plan, rng, bx, by, plan.m(river_w) * 1.25 + plan.m(10), plan.m(width + 2), rang))
-        ctx.occ.take(plan.objects[-1].outline)
+        ctx.take(plan.objects[-1].outline)
         _unblock_roads(ctx)
         cars_along(ctx, plan.regions[-1].attrs["centerline"], width, density=1.0)
-    scatter(ctx, lambda x, y: ob.ship(plan, rng, x, y, ang + rng.normal(0, 10) + rng.choice([0, 180]), rng.uniform(8, min(30, river_w * 0.8))), int(rng.integers(0, 4)), {LC["water"]}, margin=plan.m(4))
+    scatter(ctx, lambda x, y: ob.ship(plan, rng, x, y, ang + rng.normal(0, 10) + rng.choice([0, 180]), rng.uniform(8, min(30, river_w * 0.8))), int(rng.integers(0, 4)), {LC["water"]}, margin=plan.m(4), afloat=True)
     scatter(ctx, lambda x, y: ob.tree(plan, rng, x, y), int(rng.integers(5, 30)), {LC["grassland"]}, margin=0)
 
 
@@ -344,7 +363,7 @@ def lake(plan: Plan, rng: np.random.Generator) -> None:
     if rng.random() < 0.4:
         add_road(ctx, meander(rng, *_across(*ctx.rand_pt(), rng.uniform(0, 180), math.hypot(H, W)), amp=plan.m(30)), 6)
     ctx.freeze_regions()
-    scatter(ctx, lambda x, y: ob.ship(plan, rng, x, y, rng.uniform(0, 360), rng.uniform(5, 14)), int(rng.integers(0, 4)), {LC["water"]}, margin=plan.m(5))
+    scatter(ctx, lambda x, y: ob.ship(plan, rng, x, y, rng.uniform(0, 360), rng.uniform(5, 14)), int(rng.integers(0, 4)), {LC["water"]}, margin=plan.m(5), afloat=True)
     scatter(ctx, lambda x, y: ob.tree(plan, rng, x, y), int(rng.integers(5, 40)), {LC["grassland"], LC["bare_soil"]}, margin=0)
     if rng.random() < 0.4:
         scatter(ctx, lambda x, y: ob.building(plan, rng, x, y, rng.uniform(8, 15), rng.uniform(7, 10), rng.uniform(0, 180)), int(rng.integers(1, 6)), {LC["grassland"], LC["bare_soil"]}, margin=plan.m(4))
@@ -382,9 +401,17 @@ def harbour(plan: Plan, rng: np.random.Generator) -> None:
                 sx = px + ux * (t + plan.m(sl) / 2) + coast_dir[0] * gap * side
                 sy = py + uy * (t + plan.m(sl) / 2) + coast_dir[1] * gap * side
                 if rng.random() < 0.7:
-                    ctx.try_add(ob.ship(plan, rng, sx, sy, ang + (180 if rng.random() < 0.5 else 0), sl), {LC["water"]}, margin=plan.m(1))
+                    ctx.try_add(ob.ship(plan, rng, sx, sy, ang + (180 if rng.random() < 0.5 else 0), sl), {LC["water"]}, margin=plan.m(1), afloat=True)
                 t += plan.m(sl) + plan.m(rng.uniform(5, 20))
-    scatter(ctx, lambda x, y: ob.ship(plan, rng, x, y, rng.uniform(0, 360)), int(rng.integers(0, 5)), {LC["water"]}, margin=plan.m(10))
+    if not any(o.cls == "ship" for o in plan.objects):  # a small view shows little pier: moor at the quay
+        for _ in range(48):
+            sl = rng.uniform(12, 45)
+            off = plan.m(sl / 4.5) / 2 + plan.m(2)  # half the widest beam off the quay wall
+            t = rng.uniform(-0.5, 0.5) * min(H, W)
+            sx, sy = cx + coast_dir[0] * t + ux * off, cy + coast_dir[1] * t + uy * off
+            if ctx.try_add(ob.ship(plan, rng, sx, sy, ang + 90 + (180 if rng.random() < 0.5 else 0), sl), {LC["water"]}, margin=plan.m(1), afloat=True):
+                break
+    scatter(ctx, lambda x, y: ob.ship(plan, rng, x, y, rng.uniform(0, 360)), int(rng.integers(0, 5)), {LC["water"]}, margin=plan.m(10), afloat=True)
     scatter(ctx, lambda x, y: ob.storage_tank(plan, rng, x, y), int(rng.integers(0, 6)), {LC["impervious"]}, margin=plan.m(3))
     scatter(ctx, lambda x, y: ob.building(plan, rng, x, y, rng.uniform(25, 70), rng.uniform(15, 35), ang + 90, industrial=True), int(rng.integers(2, 8)), {LC["impervious"]}, margin=plan.m(4))
     scatter(ctx, lambda x, y: ob.vehicle(plan, rng, x, y, ang + rng.choice([0, 90]), large=rng.random() < 0.6), int(rng.integers(2, 15)), {LC["impervious"]}, margin=plan.m(1))
