@@ -586,7 +586,7 @@ class _Piece:
     score: float | None
     tile: int | None  # None: from the overview
     cut: bool  # touches an edge of its tile that lies inside the scene
-    foreign: bool = False  # its centre lies in another tile's core
+    foreign: bool = False  # its centre lies in another tile's core (or on the edge of its own)
     tiles: set = field(default_factory=set)
 
     def key(self) -> str:
@@ -639,6 +639,9 @@ def merge_geometries(pieces: list[_Piece], iou: float = 0.5, ios: float = 0.3) -
         if kept:
             kb = bounds[: len(kept)]
             overlap = (kb[:, 0] < b[2]) & (kb[:, 2] > b[0]) & (kb[:, 1] < b[3]) & (kb[:, 3] > b[1])
+            # The best match, not the first: a piece near two kept neighbours joins the one it
+            # overlaps most, so that the neighbour's own view is not left to count twice.
+            best, best_iou = -1, -1.0
             for j in np.flatnonzero(overlap):
                 other = kept[j]
                 if other.key() != piece.key() or piece.tile in other.tiles:
@@ -649,15 +652,17 @@ def merge_geometries(pieces: list[_Piece], iou: float = 0.5, ios: float = 0.3) -
                 union = other.shape.area + piece.shape.area - inter
                 smaller = min(other.shape.area, piece.shape.area)
                 doubtful = piece.cut or other.cut or piece.foreign or other.foreign
-                if inter / union >= iou or (doubtful and inter / smaller >= ios):
-                    if piece.cut and other.cut:
-                        other.shape = _join(other, piece)
-                        bounds[j] = other.shape.bounds
-                    other.tiles.add(piece.tile)
-                    if other.score is None or (piece.score or 0) > other.score:
-                        other.score = piece.score if piece.score is not None else other.score
-                    merged = True
-                    break
+                if (inter / union >= iou or (doubtful and inter / smaller >= ios)) and inter / union > best_iou:
+                    best, best_iou = int(j), inter / union
+            if best >= 0:
+                other = kept[best]
+                if piece.cut and other.cut:
+                    other.shape = _join(other, piece)
+                    bounds[best] = other.shape.bounds
+                other.tiles.add(piece.tile)
+                if other.score is None or (piece.score or 0) > other.score:
+                    other.score = piece.score if piece.score is not None else other.score
+                merged = True
         if not merged:
             bounds[len(kept)] = b
             kept.append(piece)
@@ -767,7 +772,13 @@ def _tile_geometry(
                 continue
             cx, cy = shape.centroid.x, shape.centroid.y
             x0, y0, x1, y1 = tile.core
-            foreign = tile.index >= 0 and not (x0 <= cx <= x1 and y0 <= cy <= y1)
+            # A centre within ``2 * tol`` of the core's edge is not this tile's to judge either: the
+            # neighbour's view of the same object may be centred just across the cut.
+            m = 2 * tol
+            foreign = tile.index >= 0 and not (
+                x0 + (m if x0 > 0 else 0) <= cx <= x1 - (m if x1 < grid.width else 0)
+                and y0 + (m if y0 > 0 else 0) <= cy <= y1 - (m if y1 < grid.height else 0)
+            )
             cut = _is_cut(shape, tile, grid, tol)
             pieces.append(
                 _Piece(kind, shape, item.get("label"), item.get("score"), tile.index, cut, foreign)
@@ -1084,9 +1095,12 @@ def answer_large(
 
     counts: dict[str, int] = {}
     tile_texts = {i: a.text for i, a in tile_answers.items()}
+    counted_from: dict[str, int] | None = None
     if count_target is not None:
         _, counts = _counts_text(boxes, oboxes, polygons)
         text, how = str(len(boxes) + len(oboxes) + len(polygons)), "count_of_merged_detections"
+        from_overview = sum(p.tile is None for p in merged)
+        counted_from = {"tiles": len(merged) - from_overview, "overview": from_overview}
     elif task in GEOMETRY_TASKS and task != "segment":
         text, counts = _counts_text(boxes, oboxes, polygons)
         how = "geometry_merged"
@@ -1124,6 +1138,8 @@ def answer_large(
     }
     if counts:
         coverage["counts"] = counts
+    if counted_from is not None:
+        coverage["counted_from"] = counted_from
     if not coverage["complete"]:
         if chosen:
             coverage["note"] = (
@@ -1131,6 +1147,12 @@ def answer_large(
                 f"at full resolution; the rest was seen only in a {overview.width}×{overview.height} "
                 "overview — raise max_tiles (--max-tiles) to read more"
             )
+            if counted_from is not None:
+                coverage["note"] += (
+                    f"; the count ({text}) is {counted_from['tiles']} objects found in the tiles read "
+                    f"plus {counted_from['overview']} seen in the overview elsewhere, where small "
+                    "objects are likely missed: take it as a lower bound"
+                )
         else:
             coverage["note"] = (
                 f"answered from a {overview.width}×{overview.height} overview of the "
@@ -1172,18 +1194,30 @@ def _history(
     return [*previous, {"role": "user", "content": user}, {"role": "assistant", "content": text}]
 
 
-_HOW_MANY = re.compile(
-    r"^\s*how\s+many\s+(.+?)(?:\s+(?:are|is|were|can|do|does|could)\b.*)?\s*\??\s*$",
-    re.IGNORECASE,
-)
+_VERSUS = re.compile(r"\b(?:compared|versus|vs|relative|ratio)\b", re.IGNORECASE)
+_COUNT_QUESTIONS = [
+    re.compile(
+        r"^\s*how\s+many\s+(.+?)(?:\s+(?:are|is|were|can|do|does|could)\b.*)?\s*\??\s*$", re.IGNORECASE
+    ),
+    re.compile(
+        r"^\s*(?:what\s+is\s+)?(?:the\s+)?(?:total\s+)?number\s+of\s+(.+?)"
+        r"(?:\s+(?:are|is|that|which|visible|present|shown|seen)\b.*)?\s*[?.]?\s*$",
+        re.IGNORECASE,
+    ),
+    re.compile(r"^\s*count\s+(?:all\s+)?(.+?)\s*[?.!]?\s*$", re.IGNORECASE),
+]
 
 
 def _count_target(prompt: str) -> str | None:
-    """``cars`` for "How many cars are there?"; None for other questions."""
-    match = _HOW_MANY.match(prompt.strip())
-    if not match:
+    """``cars`` for "How many cars are there?", "What is the number of cars?" or "Count the cars".
+
+    None for other questions, and for comparisons ("how many more cars than trucks"),
+    which a count of one kind of object does not answer.
+    """
+    match = next((m for p in _COUNT_QUESTIONS if (m := p.match(prompt.strip()))), None)
+    if not match or _COMPARATIVE.search(match.group(1)) or _VERSUS.search(match.group(1)):
         return None
-    target = re.sub(r"\b(?:the|in|this|image|scene|picture)\b", " ", match.group(1))
+    target = re.sub(r"\b(?:the|in|on|of|this|image|scene|picture|all)\b", " ", match.group(1))
     target = " ".join(target.split())
     return target or None
 

@@ -376,3 +376,23 @@ def test_envi_and_netcdf_through_rasterio(assistant, tmp_path):
         )
     small = assistant.ask(name, "squares", task="detect", tiling={"min_side_px": 1000})
     assert small.image_size == (w, h) and small.coverage is None
+
+
+def test_counts_say_what_they_were_counted_from(assistant, tmp_path):
+    array, squares, _ = _scene(n=30, seed=11)
+    path = _write(tmp_path / "scene.tif", array)
+    # "The number of …" and "Count …" are counts too: exact over the whole scene.
+    for prompt in ("What is the number of squares?", "Count the squares."):
+        whole = assistant.ask(path, prompt, task="vqa", max_tiles=500, tiling=OPTIONS)
+        assert whole.coverage["merge"] == "count_of_merged_detections", prompt
+        assert whole.text == str(len(squares)) and whole.coverage["complete"]
+        assert whole.coverage["counted_from"] == {"tiles": len(squares), "overview": 0}
+    # Under a tile budget the count is the tiles' objects plus the overview's elsewhere, and says so.
+    options = {**OPTIONS, "relevance_weight": 0.0}
+    part = assistant.ask(path, "How many squares are there?", task="vqa", max_tiles=8, tiling=options)
+    cov = part.coverage
+    assert not cov["complete"] and cov["tiles_read"] == 8
+    assert int(part.text) == cov["counted_from"]["tiles"] + cov["counted_from"]["overview"]
+    assert int(part.text) <= len(squares)
+    assert "read 8 of 63 tiles" in cov["note"] and "lower bound" in cov["note"]
+    assert f"the count ({part.text})" in cov["note"]

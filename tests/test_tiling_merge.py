@@ -159,3 +159,55 @@ def test_tile_choice_prefers_detail_and_relevance_and_skips_nodata():
     scores, frac = score_tiles(grid, valid, detail, relevance)
     assert select_tiles(scores, frac, 2) == [1, 3]
     assert select_tiles(scores, frac, 10) == [1, 2, 3]  # all tiles with data fit the budget
+
+
+def test_a_piece_joins_its_best_match_not_the_first():
+    # Tile 0 told two overlapping cars apart (X, and the larger Y). Tile 1 sees both again,
+    # each a little shifted and near its edge. X's second view overlaps Y by half of X, but
+    # X itself far more: it must join X, or Y's second view is left over and counted twice.
+    x, y = _piece(0, 0, 10, 10, 0), _piece(7, 0, 18, 10, 0)
+    x1, y1 = _piece(2, 0, 12, 10, 1, cut=True), _piece(8, 0, 17, 10, 1, cut=True)
+    merged = merge_geometries([x, y, x1, y1])
+    assert len(merged) == 2
+    assert sorted(p.tiles == {0, 1} for p in merged) == [True, True]
+
+
+def test_an_object_centred_on_the_cut_between_two_tiles_counts_once():
+    from geoassist.assistant import Answer
+    from geoassist.tiling import _tile_geometry
+
+    grid = plan_tiles(200, 100, 100, 20)  # tiles at x = 0, 50, 100; cores cut at x = 75 and 125
+    assert grid.tiles[0].core[2] == grid.tiles[1].core[0] == 75
+    # One 12-px car centred on the cut; each tile's box is 2 px off, on opposite sides, so
+    # each view's centre lies in its own tile's core and the two boxes' IoU is below 0.5.
+    views = {0: [67, 38, 79, 50], 1: [71, 42, 83, 54]}  # in scene pixels
+    pieces = []
+    for index, (x1, y1, x2, y2) in views.items():
+        col = grid.tiles[index].window[0]
+        answer = Answer(text="", boxes=[{"label": "car", "box": [x1 - col, y1, x2 - col, y2]}])
+        pieces += _tile_geometry(answer, grid.tiles[index], grid, (100, 100))
+    assert all(not p.cut for p in pieces)
+    assert len(merge_geometries(pieces)) == 1
+    # Far from the cut, a tile's own objects stay its own to judge.
+    answer = Answer(text="", boxes=[{"label": "car", "box": [30, 40, 42, 52]}])
+    assert not _tile_geometry(answer, grid.tiles[0], grid, (100, 100))[0].foreign
+
+
+@pytest.mark.parametrize(
+    ("prompt", "target"),
+    [
+        ("How many cars are there?", "cars"),
+        ("how many small vehicles can be seen?", "small vehicles"),
+        ("What is the number of ships in this image?", "ships"),
+        ("Number of buildings?", "buildings"),
+        ("Count the storage tanks.", "storage tanks"),
+        ("How many more cars than trucks are there?", None),
+        ("What is the number of cars compared to trucks?", None),
+        ("What is the total area?", None),
+        ("Is there a ship?", None),
+    ],
+)
+def test_count_questions_are_recognised(prompt, target):
+    from geoassist.tiling import _count_target
+
+    assert _count_target(prompt) == target
