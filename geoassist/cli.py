@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except GeoAssistError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if str(exc):  # e.g. a training pipeline saying how to resume
+            print(str(exc), file=sys.stderr)
         return 130
 
 

@@ -236,3 +236,67 @@ def test_cli_train_runs_a_config(tmp_path, samples, capsys):
     assert main(["train", "--preset", "nope"]) == 1
     assert main(["train", "--list"]) == 0
     assert "mini-stage2" in capsys.readouterr().out
+
+
+def test_every_batch_is_full():
+    for n, size in ((13, 4), (225, 16), (9, 3)):
+        for group in (True, False):
+            batches = epoch_batches(list(range(n)), size, seed=2, epoch=0, group_by_length=group)
+            assert all(len(b) == size for b in batches), (n, size, group)
+            assert {i for b in batches for i in b} == set(range(n))
+    assert epoch_batches([1, 2], 4, seed=0, epoch=0, group_by_length=False) == [[0, 1]] or [[1, 0]]
+
+
+_GROUP_RUN = """
+import sys
+import numpy as np
+from PIL import Image
+import geoassist.train.trainer as trainer
+from geoassist.cli import main
+from geoassist.train.data import Sample
+root, config = sys.argv[1], sys.argv[2]
+import pathlib
+root = pathlib.Path(root)
+root.mkdir(exist_ok=True)
+records = []
+for i in range(8):
+    Image.fromarray(np.full((32, 32, 3), 20 * i, np.uint8)).save(root / f"{i}.png")
+    records.append({"id": f"toy:{i}", "source": "toy", "split": "train", "task": "caption",
+        "images": [f"{i}.png"], "conversations": [
+            {"role": "user", "content": "<image>\\n[caption] Describe the image."},
+            {"role": "assistant", "content": f"scene number {i}"}],
+        "answer": f"scene number {i}", "qtype": None, "targets": {}, "meta": {}})
+trainer.load_samples = lambda *a, **k: [Sample(r, root) for r in records]
+sys.exit(main(["train", config]))
+"""
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_saves(tmp_path):
+    """A scheduler signals every process of the job, data-loader workers included."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"stage: 1\nmodel: tiny\nout_dir: {out}\n"
+        "data: {train: [toy], num_workers: 1}\n"
+        "optim: {max_steps: 100000, batch_size: 2}\nsave_every: 3\nlog_every: 1\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _GROUP_RUN, str(tmp_path / "images"), str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while latest_checkpoint(out) is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "killed by signal" not in stderr
+    stopped = int(stdout.split("stopped at step ")[1].split(";")[0])
+    assert latest_checkpoint(out).name == f"step-{stopped:07d}"

@@ -229,7 +229,8 @@ def collate_image_text(items: list[dict[str, Any]]) -> dict[str, Any]:
 def epoch_batches(
     lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int, group_by_length: bool
 ) -> list[list[int]]:
-    """The batches of one epoch, a pure function of (seed, epoch).
+    """The batches of one epoch, a pure function of (seed, epoch). Every batch is full: the
+    last one is topped up with the epoch's first items.
 
     With ``group_by_length``, a seeded shuffle is cut into mega-batches of 50
     batches, each sorted by length, so a batch pads little while the order stays
@@ -245,6 +246,11 @@ def epoch_batches(
             chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
             grouped.extend(chunk)
         order = grouped
+    short = len(order) % batch_size
+    if short and len(order) > batch_size:
+        # Fill the last batch from the start of the epoch: every step sees a full batch (a
+        # contrastive loss on a batch of one is zero and teaches nothing).
+        order += order[: batch_size - short]
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if group_by_length:
         rng.shuffle(batches)

@@ -52,6 +52,17 @@ class _Stop:
         )
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Data-loader workers leave SIGTERM/SIGINT to the main process.
+
+    A scheduler (or Ctrl-C in a terminal) signals the whole process group; a worker that died
+    of it would make the main process fail before it could save. The main process stops the
+    workers itself when it exits.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextmanager
 def _signals(stop: _Stop):
     previous = {}
@@ -213,6 +224,7 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
         batch_sampler=_ShardedSampler(sampler, accelerator.process_index, world),
         collate_fn=collate_fn,
         num_workers=config.data.num_workers,
+        worker_init_fn=_ignore_stop_signals,
     )
     raw_module = accelerator.unwrap_model(module)
     if main:
