@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ STAGE_BATCH = {0: 32, 1: 8, 2: 8}
 
 
 def worker(data: str, stage: int, group: bool, ckpt: bool, steps: int, out: str) -> dict:
+    from geoassist.sysinfo import peak_rss_mb
     from geoassist.train.config import config_from_dict
     from geoassist.train.trainer import train
 
@@ -37,7 +37,7 @@ def worker(data: str, stage: int, group: bool, ckpt: bool, steps: int, out: str)
     result = train(config)
     return {
         "samples_per_s": result.samples / result.loop_seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

@@ -506,7 +506,6 @@ def cpu_memory(results: dict[str, Any], model, model_name: str, images, new_toke
 
 
 def memory_worker(side: str, model_name: str, folder: str, images: str, batch: int, new: int):
-    import resource
 
     import numpy as np
 
@@ -526,8 +525,9 @@ def memory_worker(side: str, model_name: str, folder: str, images: str, batch: i
         assistant.model.config.projector.token_pool = 1  # as in the timed runs
         runner = GeoAssistSide(assistant)
     runner.answer(arrays, questions, new)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_rss_mb": peak}))
+    from geoassist.sysinfo import peak_rss_mb  # not ru_maxrss: see there
+
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
 
 def scale_main(args) -> dict[str, Any]:

@@ -210,9 +210,9 @@ def _stage_summary(config, result) -> dict[str, Any]:
 
 
 def _peak_rss_mb() -> int:
-    import resource
+    from geoassist.sysinfo import peak_rss_mb
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    return int(peak_rss_mb())
 
 
 def _evaluate(config: PipelineConfig, resolve: _Resolver, final: Path, summary: dict) -> dict[str, Any]:
