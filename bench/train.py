@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ def preset_stage2() -> dict:
 
 
 def worker(data: str, group: bool, ckpt: bool, steps: int, out: str, model: str) -> dict:
+    from geoassist.sysinfo import peak_rss_mb
     from geoassist.train.config import config_from_dict
     from geoassist.train.trainer import train
 
@@ -74,7 +74,7 @@ def worker(data: str, group: bool, ckpt: bool, steps: int, out: str, model: str)
     result = train(config)
     return {
         "samples_per_s": result.samples / result.loop_seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
