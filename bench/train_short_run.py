@@ -51,7 +51,7 @@ def checkpoint_steps(folder: Path) -> list[int]:
 def run_until_checkpoint(cmd: list[str], stage_dir: Path, step: int, log) -> tuple[int, float]:
     """Start ``cmd``; SIGTERM it once ``stage_dir`` holds a checkpoint at ``step`` or later."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, process_group=0)
     while proc.poll() is None:
         if any(s >= step for s in checkpoint_steps(stage_dir)):
             os.killpg(proc.pid, signal.SIGTERM)
