@@ -46,7 +46,7 @@ DEFAULT_SCORERS: dict[str, str] = {
     "vqa": "qa",
     "counting": "qa",
     "change_qa": "qa",
-    "knowledge_qa": "qa",
+    "knowledge_qa": "knowledge",
     "caption": "caption",
     "region_caption": "caption",
     "change_caption": "caption",
@@ -67,6 +67,7 @@ TASK_RECORDS: dict[str, dict[str, str]] = {
     "change_caption": {"change_caption": "caption"},
     "change_qa": {"change_qa": "qa"},
     "refer_seg": {"refer_seg": "refer_seg"},
+    "knowledge": {"knowledge_qa": "knowledge"},
     "choice": {
         t: "choice" for t in ("vqa", "scene_cls", "counting", "change_qa", "grounding", "refer_seg")
     },
@@ -101,6 +102,7 @@ PRIMARY_METRIC = {
     "scene_cls": "top1_accuracy",
     "refer_seg": "miou",
     "choice": "overall_accuracy",
+    "knowledge": "overall_accuracy",
 }
 
 PROTOCOL = {
