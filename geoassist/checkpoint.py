@@ -113,7 +113,8 @@ def _model_card(model, folder_name: str, card: dict[str, Any] | None) -> str:
         lines += ["| task | metric | value |", "|---|---|---|"]
         for task, metrics in scores.items():
             for metric, value in metrics.items():
-                lines.append(f"| {task} | {metric} | {value} |")
+                shown = f"{value:.4g}" if isinstance(value, float) else value
+                lines.append(f"| {task} | {metric} | {shown} |")
     else:
         lines.append("No evaluation recorded.")
     lines += [
@@ -253,8 +254,13 @@ def load_checkpoint(
     if meta.get("lm") == "adapter":
         from peft import PeftModel
 
+        from geoassist.model.lm import quiet_peft
+
         base = build_lm(config.lm, vocab_size=len(tokenizer), **(lm_kwargs or {}))
-        lm = PeftModel.from_pretrained(base, str(folder / "lm_adapter"), is_trainable=trainable)
+        with quiet_peft():
+            lm = PeftModel.from_pretrained(
+                base, str(folder / "lm_adapter"), is_trainable=trainable
+            )
     else:
         lm = build_lm(
             config.lm, vocab_size=len(tokenizer), weights_folder=folder / "lm", **(lm_kwargs or {})

@@ -8,11 +8,13 @@ seconds, so the result is cached once as a plain safetensors folder.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +164,14 @@ def build_lm(
             f"cannot load the language model {name!r}: not a local folder and not reachable on the hub "
             f"({exc.__class__.__name__}). Download it with `huggingface-cli download {name}` and pass the folder."
         ) from exc
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """Silence the deprecation warning peft triggers in transformers on every LoRA wrap
+    (``is_gradient_checkpointing``): it is about peft's code, and users can do nothing about it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+        )
+        yield

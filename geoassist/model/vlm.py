@@ -116,6 +116,8 @@ class GeoAssistModel(nn.Module):
     def add_lora(self) -> None:
         from peft import LoraConfig, get_peft_model
 
+        from geoassist.model.lm import quiet_peft
+
         lora = self.config.lora
         peft_config = LoraConfig(
             r=lora.r,
@@ -124,7 +126,8 @@ class GeoAssistModel(nn.Module):
             target_modules=lora.target_modules,
             task_type="CAUSAL_LM",
         )
-        self.lm = get_peft_model(self.lm, peft_config)
+        with quiet_peft():
+            self.lm = get_peft_model(self.lm, peft_config)
 
     def merge_lora(self) -> None:
         """Fold the LoRA weights into the LM (for export or faster inference)."""
