@@ -43,3 +43,13 @@ def test_pipeline_runs_end_to_end_on_real_rsvqa(tmp_path, rs_samples):
     again = run_pipeline(load_pipeline(path))
     assert again["stages"] == summary["stages"]
     assert json.loads((tmp_path / "work" / "summary.json").read_text())["scores"] == again["scores"]
+    # The final stage trained again (longer): the old scores belong to the old model.
+    import shutil
+
+    shutil.rmtree(tmp_path / "work" / "stage0" / "final")
+    spec["stages"][0]["optim"]["max_steps"] = 3
+    path.write_text(yaml.safe_dump(spec))
+    retrained = run_pipeline(load_pipeline(path))
+    assert retrained["stages"]["0"]["steps"] == 3
+    assert retrained["scores_model"] != summary["scores_model"]
+    assert retrained["scores"]["rsvqa_lr_heldout"]["n"] == 8

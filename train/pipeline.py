@@ -215,6 +215,19 @@ def _peak_rss_mb() -> int:
     return int(peak_rss_mb())
 
 
+def _model_fingerprint(final: Path) -> str:
+    """A digest of the trained model's weight files (names, sizes and contents)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(final.rglob("*.safetensors")):
+        digest.update(str(path.relative_to(final)).encode())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
 def _evaluate(config: PipelineConfig, resolve: _Resolver, final: Path, summary: dict) -> dict[str, Any]:
     if not config.evaluation:
         return {}
@@ -222,6 +235,11 @@ def _evaluate(config: PipelineConfig, resolve: _Resolver, final: Path, summary: 
     from geoassist.data_recipes import load_records
     from geoassist.eval import evaluate
 
+    # Scores belong to one trained model: a re-trained final stage invalidates them all.
+    fingerprint = _model_fingerprint(final)
+    if summary.get("scores_model") != fingerprint:
+        summary["scores"] = {}
+        summary["scores_model"] = fingerprint
     assistant = Assistant.from_pretrained(final, device="cpu")
     scores = dict(summary.get("scores") or {})
     for step in config.evaluation:

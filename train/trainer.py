@@ -213,6 +213,13 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
         )
         step, batches_done = state["step"], state["batches_done"]
         elapsed_before = state.get("elapsed_s", 0.0)
+        # The learning rate of the next step comes from this run's schedule: a run resumed with
+        # more max_steps (or another schedule) must not keep the old run's final rate (0 at
+        # the end of a cosine). For an unchanged config this is the rate that was saved.
+        factor = _schedule(config)(scheduler.last_epoch)
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = base * factor
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
         logger.info("resumed from %s at step %d", checkpoint, step)
     sampler.resume_at(batches_done)
 
