@@ -301,10 +301,14 @@ def _pipeline_training_text(config: PipelineConfig, summary: dict) -> str:
                 f"- `{name}` (recipe `{d['recipe']}`, {role}): {d['written']} records, by task {d['by_task']}"
             )
     lines.append("\nStages:")
-    for _index, s in sorted(summary["stages"].items()):
+    seen: set[int] = set()
+    for _index, s in sorted(summary["stages"].items(), key=lambda item: int(item[0])):
+        again = " (continued)" if s["stage"] in seen else ""
+        seen.add(s["stage"])
         lines.append(
-            f"- stage {s['stage']}: {s['steps']} steps, {s['minutes']} min, {s['samples_per_s']} samples/s, "
-            f"final loss {s['final_loss']}, peak RSS {s['peak_rss_mb']} MB"
+            f"- stage {s['stage']}{again}: {s['steps']} steps, {s['minutes']} min, "
+            f"{s['samples_per_s']} samples/s, final loss {s['final_loss']}, "
+            f"peak RSS {s['peak_rss_mb']} MB"
         )
     return "\n".join(lines)
 
