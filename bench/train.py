@@ -46,7 +46,8 @@ def preset_stage2() -> dict:
     from geoassist.train.config import shipped_configs
 
     pipeline = yaml.safe_load(shipped_configs()[PRESET].read_text())
-    (stage,) = [s for s in pipeline["stages"] if s["stage"] == 2]
+    # the first stage-2 entry is the instruction tuning; later ones continue it
+    stage = next(s for s in pipeline["stages"] if s["stage"] == 2)
     return {
         "batch_size": stage["optim"]["batch_size"],
         "grad_accum": stage["optim"].get("grad_accum", 1),
