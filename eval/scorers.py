@@ -586,15 +586,15 @@ def knowledge_item(record: dict[str, Any], prediction: str, ctx: ScoreContext) -
     """Grounded QA over a context block: right when an answerable question is answered with a
     citation of the passage that answers it (and of no id outside the block), and when an
     unanswerable one gets the no-answer reply without citations."""
-    from geoassist.rag.context import _CITATION, NO_ANSWER, cited_ids
+    from geoassist.rag.context import NO_ANSWER, cited_ids, strip_citations
 
     meta = record.get("meta") or {}
     answer_ids = set(meta.get("answer_ids") or [])
     context_ids = set(meta.get("context_ids") or [])
     cited = set(cited_ids(prediction))
-    text = _CITATION.sub(" ", prediction)
+    text = strip_citations(prediction)
     abstained = normalize_answer(NO_ANSWER) in normalize_answer(text)
-    reference = _CITATION.sub(" ", record["answer"] if isinstance(record["answer"], str) else "")
+    reference = strip_citations(record["answer"] if isinstance(record["answer"], str) else "")
     if answer_ids:
         right_source = bool(answer_ids & cited)
         correct = right_source and cited <= context_ids and not abstained

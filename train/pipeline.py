@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from geoassist.errors import ConfigError
+from geoassist.sysinfo import peak_rss_mb
 from geoassist.train.config import _from_dict, config_from_dict
 
 logger = logging.getLogger(__name__)
@@ -205,14 +206,8 @@ def _stage_summary(config, result) -> dict[str, Any]:
         "samples_per_s": round(rates[-1], 3) if rates else None,
         "minutes": card.get("compute_minutes"),
         "final_loss": round(result.losses[-1][1], 4) if result.losses else None,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": int(peak_rss_mb()),
     }
-
-
-def _peak_rss_mb() -> int:
-    from geoassist.sysinfo import peak_rss_mb
-
-    return int(peak_rss_mb())
 
 
 def _model_fingerprint(final: Path) -> str:

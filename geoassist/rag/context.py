@@ -116,6 +116,11 @@ def cited_ids(text: str) -> list[str]:
     return found
 
 
+def strip_citations(text: str) -> str:
+    """The text without its ``[id]`` citation marks (each replaced by a space)."""
+    return _CITATION.sub(" ", text)
+
+
 def citations(text: str, hits: Sequence[Hit]) -> tuple[list[dict[str, Any]], list[str]]:
     """The passages given to the model as citation dicts (``cited`` says whether the answer cites them),
     and the ids the answer cites that were never retrieved (reported, never trusted)."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -164,12 +163,6 @@ def _piece_job(job: tuple[int, str, tuple[int, int], float, bool]) -> tuple[np.n
     return _cut(_render(seed, scene_class, size, gsd_m), size, labels)
 
 
-def _init_worker() -> None:
-    from geoassist.synth.noise import warm_up
-
-    warm_up()
-
-
 def _rendered(pieces: list[_Piece], piece_px: int, gsd_m: float, labels: bool, pool: int, workers: int) -> Iterator[tuple[np.ndarray, list[dict], np.ndarray | None]]:
     """Each piece's pixels, objects and label band, in order, one at a time (pool scenes are kept)."""
     if pool:
@@ -181,16 +174,10 @@ def _rendered(pieces: list[_Piece], piece_px: int, gsd_m: float, labels: bool, p
             image, band = _flip(image, band, objects, p.flip)
             yield image, objects, band
         return
-    jobs = [(p.seed, p.scene_class, (p.window[2], p.window[3]), gsd_m, labels) for p in pieces]
-    if workers <= 1:
-        for j in jobs:
-            yield _piece_job(j)
-        return
-    import multiprocessing as mp
+    from geoassist.synth.pipeline import ordered_map
 
-    ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
-    with ctx.Pool(workers, initializer=_init_worker) as executor:
-        yield from executor.imap(_piece_job, jobs, chunksize=1)
+    jobs = [(p.seed, p.scene_class, (p.window[2], p.window[3]), gsd_m, labels) for p in pieces]
+    yield from ordered_map(_piece_job, jobs, workers)
 
 
 def _profile(width: int, height: int, bands: int, compress: str, block_px: int, crs: str | None, geotransform: tuple | None, workers: int) -> dict[str, Any]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,18 +49,24 @@ def _init_worker() -> None:
     warm_up()
 
 
-def iter_samples(kind: str, n: int, seed: int, size: int, keys: set[str], workers: int = 1, nir: bool = False, georef: bool = False, start: int = 0) -> Iterator[Encoded]:
-    """Encoded samples in index order (the same with any number of workers)."""
-    jobs = [(kind, sample_seed(seed, i), size, nir, georef, frozenset(keys)) for i in range(start, start + n)]
+def ordered_map(func: Callable[[Any], Any], jobs: list, workers: int = 1, chunksize: int = 1) -> Iterator[Any]:
+    """``func`` over ``jobs`` in order, in this process or in a pool of ``workers`` whose noise
+    tables are warmed up once each (the results are the same with any number of workers)."""
     if workers <= 1:
         for j in jobs:
-            yield _work(j)
+            yield func(j)
         return
     import multiprocessing as mp
 
     ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
     with ctx.Pool(workers, initializer=_init_worker) as pool:
-        yield from pool.imap(_work, jobs, chunksize=4)
+        yield from pool.imap(func, jobs, chunksize=chunksize)
+
+
+def iter_samples(kind: str, n: int, seed: int, size: int, keys: set[str], workers: int = 1, nir: bool = False, georef: bool = False, start: int = 0) -> Iterator[Encoded]:
+    """Encoded samples in index order (the same with any number of workers)."""
+    jobs = [(kind, sample_seed(seed, i), size, nir, georef, frozenset(keys)) for i in range(start, start + n)]
+    yield from ordered_map(_work, jobs, workers, chunksize=4)
 
 
 def generate_dataset(out: str | Path, n: int, seed: int = 0, kind: str = "hr", formats: list[str] | None = None, split: str = "train", size: int | None = None, georef: bool = False, workers: int = 1, nir: bool = False, preview: bool = False, progress: bool = True) -> dict[str, int]:
