@@ -32,7 +32,7 @@ class Answer:
     (``box_map``, ``polygon_map``…) and WGS84 lon/lat (``polygon_lonlat``…), and
     ``geo`` describes the georeference; otherwise ``geo`` says that there is none
     (see :mod:`geoassist.geo`). ``coverage`` says how a large scene was read
-    (tiles read, whether all of it was; see :mod:`geoassist.tiling`).
+    (tiles read, whether all of it was; see :mod:`geoassist.large`).
     """
 
     text: str
@@ -354,12 +354,12 @@ class Assistant:
         ``sensor`` (a :mod:`geoassist.sensors` preset) and ``composite`` (``true_color``,
         ``false_color``, ``ndvi``…) choose how multispectral bands become the encoder's input.
         An image larger than the encoder's input (a path, URL, band folder or array) is read
-        in windows and tiled (:mod:`geoassist.tiling`): at most ``max_tiles`` tiles
+        in windows and tiled (:mod:`geoassist.large`): at most ``max_tiles`` tiles
         (default 64; 0 answers from a downscaled overview), more options in ``tiling``
-        (a :class:`~geoassist.tiling.TilingOptions` or dict; ``False`` loads and resizes the
+        (a :class:`~geoassist.large.plan.TilingOptions` or dict; ``False`` loads and resizes the
         image as a small one); ``Answer.coverage`` says what was read.
         """
-        from geoassist.tiling import answer_if_large
+        from geoassist.large.answer import answer_if_large
 
         large = answer_if_large(
             self, image, images, prompt, task=task, history=history, region=region,
@@ -441,7 +441,7 @@ class Assistant:
         ``composite``, ``max_tiles``, ``tiling``. Large scenes are answered one by one
         through their tiles. Answers come back in request order.
         """
-        from geoassist.tiling import answer_if_large
+        from geoassist.large.answer import answer_if_large
 
         gen = dict(do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed)
         large = [

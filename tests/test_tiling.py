@@ -24,7 +24,7 @@ from scipy import ndimage
 from geoassist import formats
 from geoassist.assistant import Answer, AnswerStream, Assistant
 from geoassist.io import Image
-from geoassist.tiling import RasterSource, _RasterioSource
+from geoassist.large.sources import RasterSource, _RasterioSource
 
 TRANSFORM = Affine(0.5, 0, 500_000.0, 0, -0.5, 4_100_000.0)  # 0.5 m, UTM 33N
 CRS_UTM = CRS.from_epsg(32633)
@@ -267,8 +267,8 @@ def test_region_on_a_large_scene_reads_one_window(assistant, tmp_path):
 
 
 def test_sixteen_bit_multiband_scene_uses_one_stretch(assistant, tmp_path):
+    from geoassist.large.sources import _EncoderInput
     from geoassist.sensors import compute_stretch, make_composite
-    from geoassist.tiling import _EncoderInput
 
     array, _, _ = _scene(n=20, seed=11)
     ms = np.concatenate([array, array[:, :, :1]], axis=2).astype(np.uint16) * 40
@@ -389,7 +389,9 @@ def test_counts_say_what_they_were_counted_from(assistant, tmp_path):
         assert whole.coverage["counted_from"] == {"tiles": len(squares), "overview": 0}
     # Under a tile budget the count is the tiles' objects plus the overview's elsewhere, and says so.
     options = {**OPTIONS, "relevance_weight": 0.0}
-    part = assistant.ask(path, "How many squares are there?", task="vqa", max_tiles=8, tiling=options)
+    part = assistant.ask(
+        path, "How many squares are there?", task="vqa", max_tiles=8, tiling=options
+    )
     cov = part.coverage
     assert not cov["complete"] and cov["tiles_read"] == 8
     assert int(part.text) == cov["counted_from"]["tiles"] + cov["counted_from"]["overview"]

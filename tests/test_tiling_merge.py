@@ -8,15 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import box
 
-from geoassist.tiling import (
-    _Piece,
-    merge_geometries,
-    merge_text,
-    mosaic_masks,
-    plan_tiles,
-    score_tiles,
-    select_tiles,
-)
+from geoassist.large.merge import _Piece, merge_geometries, merge_text, mosaic_masks
+from geoassist.large.plan import plan_tiles, score_tiles, select_tiles
 
 
 @settings(max_examples=40, deadline=None)
@@ -174,7 +167,7 @@ def test_a_piece_joins_its_best_match_not_the_first():
 
 def test_an_object_centred_on_the_cut_between_two_tiles_counts_once():
     from geoassist.assistant import Answer
-    from geoassist.tiling import _tile_geometry
+    from geoassist.large.merge import _tile_geometry
 
     grid = plan_tiles(200, 100, 100, 20)  # tiles at x = 0, 50, 100; cores cut at x = 75 and 125
     assert grid.tiles[0].core[2] == grid.tiles[1].core[0] == 75
@@ -208,6 +201,6 @@ def test_an_object_centred_on_the_cut_between_two_tiles_counts_once():
     ],
 )
 def test_count_questions_are_recognised(prompt, target):
-    from geoassist.tiling import _count_target
+    from geoassist.large.merge import _count_target
 
     assert _count_target(prompt) == target

@@ -1,0 +1,38 @@
+"""Large scenes: windowed reading, tiling at the model's GSD, coarse-to-fine tile choice, merging.
+
+- :mod:`~geoassist.large.sources`: raster sources read window by window, and the encoder's input;
+- :mod:`~geoassist.large.plan`: the tile grid, tile scores and the choice of tiles;
+- :mod:`~geoassist.large.merge`: geometry merging, mask mosaics, text and count merging;
+- :mod:`~geoassist.large.answer`: the planner that answers a large scene through the single-image core.
+"""
+
+from __future__ import annotations
+
+from geoassist.large.answer import answer_if_large, answer_large
+from geoassist.large.merge import merge_geometries, merge_text, mosaic_masks
+from geoassist.large.plan import (
+    DEFAULT_MAX_TILES,
+    Tile,
+    TileGrid,
+    TilingOptions,
+    plan_tiles,
+    score_tiles,
+    select_tiles,
+)
+from geoassist.large.sources import RasterSource
+
+__all__ = [
+    "DEFAULT_MAX_TILES",
+    "Tile",
+    "TileGrid",
+    "TilingOptions",
+    "RasterSource",
+    "plan_tiles",
+    "score_tiles",
+    "select_tiles",
+    "merge_geometries",
+    "mosaic_masks",
+    "merge_text",
+    "answer_large",
+    "answer_if_large",
+]
