@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from geoassist.formats import format_mask, grid_to_mask, mask_to_grid
+from geoassist.rle import mask_to_rle, rle_to_mask
 
 CELL_NAMES = (
     ("top left", "top", "top right"),
@@ -289,58 +290,9 @@ def text_mask(
 
 # --------------------------------------------------------------------------- COCO RLE
 
-
-def rle_decode(rle: dict[str, Any]) -> np.ndarray:
-    """A COCO run-length encoding (``counts`` as a list or the compressed string) → boolean (h, w) mask."""
-    height, width = (int(v) for v in rle["size"])
-    counts = rle["counts"]
-    if isinstance(counts, str):
-        counts = _rle_string_to_counts(counts)
-    flat = np.zeros(height * width, bool)
-    position, value = 0, False
-    for run in counts:
-        run = int(run)
-        if run < 0 or position + run > flat.size:
-            raise ValueError("RLE counts run past the mask size")
-        if value:
-            flat[position : position + run] = True
-        position += run
-        value = not value
-    # COCO masks are stored column-major (Fortran order)
-    return flat.reshape((width, height)).T
-
-
-def rle_encode(mask: np.ndarray) -> dict[str, Any]:
-    """A boolean (h, w) mask → uncompressed COCO RLE ``{"size": [h, w], "counts": [...]}``."""
-    mask = np.asarray(mask, bool)
-    flat = mask.T.reshape(-1)
-    changes = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
-    bounds = [0, *changes.tolist(), flat.size]
-    counts = [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    if flat.size and flat[0]:
-        counts = [0, *counts]
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
-
-
-def _rle_string_to_counts(text: str) -> list[int]:
-    # COCO's compressed form: each count is a signed varint in 5-bit groups offset by 48 ('0'),
-    # and from the third count on it is stored as a difference to the count two places back.
-    counts: list[int] = []
-    p = 0
-    while p < len(text):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(text[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
+# One implementation in the library; recipes and tests use these names.
+rle_decode = rle_to_mask
+rle_encode = mask_to_rle
 
 
 def polygon_mask(polygons: Sequence[Sequence[float]], size: Sequence[int]) -> np.ndarray:
