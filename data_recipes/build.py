@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from geoassist import __version__
+from geoassist.errors import GeoAssistError
 
 from .core import Context, Dropped, RecipeError, Reject, get_recipe
 from .schema import RecordError, to_row, validate_record
@@ -213,10 +214,17 @@ def _file_sha256(path: Path) -> str:
 def iter_outcomes(
     recipe_name: str, src: Path, ctx: Context, splits: Sequence[str] | None
 ) -> Iterator[Any]:
-    """Every outcome of a recipe over ``src``, one item at a time (the in-process path)."""
+    """Every outcome of a recipe over ``src``, one item at a time (the in-process path).
+
+    ``Recipe.items`` may yield a :class:`Reject` for a source record it could not read (a
+    question without ``id``): it is counted like any other rejection, in the same place.
+    """
     recipe = get_recipe(recipe_name)
     for item in recipe.items(src, splits, ctx.options):
-        yield from _convert_safely(recipe_name, item, ctx)
+        if isinstance(item, Reject):
+            yield item
+        else:
+            yield from _convert_safely(recipe_name, item, ctx)
 
 
 def _convert_safely(recipe_name: str, item: dict[str, Any], ctx: Context) -> Iterable[Any]:
@@ -266,11 +274,16 @@ def _convert_batch(
     ctx = _worker_context(src, out, options)
     encoded: list[str] = []
     for text in batch["item"]:
-        encoded += [_encode(o) for o in _convert_safely(recipe_name, json.loads(text), ctx)]
+        item = json.loads(text)
+        if _READ_REJECT in item:  # rejected while reading: passed through in order
+            encoded.append(json.dumps(item[_READ_REJECT]))
+            continue
+        encoded += [_encode(o) for o in _convert_safely(recipe_name, item, ctx)]
     return {"outcome": encoded}
 
 
 _WORKER_CTX: dict[tuple, Context] = {}
+_READ_REJECT = "__rejected_while_reading__"
 
 
 def _worker_context(src: str, out: str | None, options: dict[str, Any]) -> Context:
@@ -285,7 +298,22 @@ def _item_generator(
     recipe_name: str, src: str, splits: list[str] | None, options: dict[str, Any]
 ) -> Iterator[dict[str, str]]:
     for item in get_recipe(recipe_name).items(Path(src), splits, options):
-        yield {"item": json.dumps(item, sort_keys=True)}
+        if isinstance(item, Reject):
+            yield {"item": json.dumps({_READ_REJECT: json.loads(_encode(item))})}
+        else:
+            yield {"item": json.dumps(item, sort_keys=True)}
+
+
+def _our_error(exc: BaseException) -> GeoAssistError | None:
+    """The first :class:`GeoAssistError` in ``exc``'s chain of causes, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, GeoAssistError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _parallel_outcomes(
@@ -303,17 +331,22 @@ def _parallel_outcomes(
     if not logger.isEnabledFor(logging.INFO):
         datasets.disable_progress_bars()
     try:
-        items = datasets.Dataset.from_generator(
-            _item_generator,
-            gen_kwargs={
-                "recipe_name": recipe_name,
-                "src": str(src),
-                "splits": list(splits) if splits else None,
-                "options": ctx.options,
-            },
-            features=features,
-            cache_dir=str(scratch / "items"),
-        )
+        try:
+            items = datasets.Dataset.from_generator(
+                _item_generator,
+                gen_kwargs={
+                    "recipe_name": recipe_name,
+                    "src": str(src),
+                    "splits": list(splits) if splits else None,
+                    "options": ctx.options,
+                },
+                features=features,
+                cache_dir=str(scratch / "items"),
+            )
+        except Exception as exc:
+            # datasets wraps what the generator raised; a file the recipe cannot read is the
+            # recipe's own clear error, not datasets' wrapper.
+            raise _our_error(exc) or exc from None
         if len(items) == 0:
             return
         converted = items.map(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from geoassist.synth import readers as R
+from geoassist import readers as R
 from geoassist.synth.pipeline import generate_dataset
 from geoassist.synth.types import FormatKindError
 

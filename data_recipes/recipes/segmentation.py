@@ -17,7 +17,8 @@ import numpy as np
 
 # iSAID's class colours in ``*_instance_color_RGB.png`` (iSAID_Devkit's palette), keyed by the category
 # names of its COCO JSON; GeoSynth's iSAID exporter writes the same table.
-from geoassist.synth.encode import ISAID_PALETTE
+from geoassist.readers import Malformed, read_coco
+from geoassist.readers.coco import ISAID_PALETTE, isaid_instances, rgb_code
 
 from ..core import (
     Context,
@@ -47,47 +48,12 @@ def _rgb(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _code(rgb: np.ndarray) -> np.ndarray:
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
-
-
 def instances_from_palette(color: np.ndarray, ids: np.ndarray) -> tuple[list[dict[str, Any]], int]:
-    """Instances from iSAID's class-colour and instance-id PNGs: each distinct non-black id colour is one instance.
-
-    Returns objects ``{"class", "box", "area_px", "id_rgb"}`` (the class is the majority class
-    colour under the instance) and the number of instance pixels whose class colour is not in
-    the iSAID palette.
-    """
-    from scipy import ndimage
-
-    id_code = _code(ids)
-    uniques, inverse = np.unique(id_code, return_inverse=True)
-    inverse = inverse.reshape(id_code.shape)
-    names = {int(_code(np.array(c))): n for n, c in ISAID_PALETTE.items()}
-    class_code = _code(color)
-    objects, unknown = [], 0
-    for index, region in enumerate(ndimage.find_objects(inverse + 1)):
-        if region is None or uniques[index] == 0:
-            continue
-        inside = inverse[region] == index
-        codes, counts = np.unique(class_code[region][inside], return_counts=True)
-        best = int(codes[np.argmax(counts)])
-        if best not in names:
-            unknown += int(inside.sum())
-            continue
-        ys, xs = region
-        value = int(uniques[index])
-        objects.append(
-            {
-                "class": names[best],
-                "box": [float(xs.start), float(ys.start), float(xs.stop), float(ys.stop)],
-                "area_px": int(inside.sum()),
-                "id_rgb": [value // 65536, (value // 256) % 256, value % 256],
-            }
-        )
+    """iSAID instances in reading order (top to bottom, left to right) and the pixels of instances off the palette."""
+    found = isaid_instances(color, ids)
+    objects = [o for o in found if o["class"] is not None]
     objects.sort(key=lambda o: (o["box"][1], o["box"][0], o["id_rgb"]))
-    return objects, unknown
+    return objects, sum(o["area_px"] for o in found if o["class"] is None)
 
 
 @register
@@ -151,7 +117,7 @@ class ISAID(Recipe):
 
     def items(
         self, src: Path, splits: Sequence[str] | None, options: dict[str, Any]
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[dict[str, Any] | Reject]:
         found = self._splits(src)
         for split in split_filter(splits, list(found), self.info.name):
             base = found[split]
@@ -161,7 +127,14 @@ class ISAID(Recipe):
             coco_path = base / "Annotations" / f"iSAID_{split}.json"
             coco: dict[str, Any] | None = None
             if coco_path.is_file():
-                coco = json.loads(coco_path.read_text(encoding="utf-8"))
+                malformed: list[Malformed] = []
+                coco = read_coco(coco_path, malformed=malformed)
+                for bad in malformed:
+                    yield Reject(
+                        f"{self.info.name}:{split}:{bad.key}",
+                        bad.reason,
+                        f"{coco_path.name}: {bad.detail}",
+                    )
             images = sorted(
                 p
                 for p in (base / "images").iterdir()
@@ -171,10 +144,9 @@ class ISAID(Recipe):
             annotations: dict[int, list[dict[str, Any]]] = {}
             categories: dict[int, str] = {}
             if coco is not None:
-                by_file = {im["file_name"]: im for im in coco.get("images", [])}
-                categories = {c["id"]: c["name"] for c in coco.get("categories", [])}
-                for a in coco.get("annotations", []):
-                    annotations.setdefault(a["image_id"], []).append(a)
+                by_file = {im["file_name"]: im for im in coco["images"]}
+                categories = coco["categories"]
+                annotations = coco["annotations"]
             for image in images:
                 stem = image.stem
                 entry = by_file.get(image.name)
@@ -233,9 +205,9 @@ class ISAID(Recipe):
                         f"{unknown} instance pixels have colours outside the iSAID palette",
                     )
                 )
-            code = _code(color)
+            code = rgb_code(color)
             for name, rgb in ISAID_PALETTE.items():
-                m = code == int(_code(np.array(rgb)))
+                m = code == int(rgb_code(np.array(rgb)))
                 if m.any():
                     class_masks[label_name(name)] = m
                 mask_targets[label_name(name)] = {"mask": item["color"], "mask_values": [list(rgb)]}

@@ -8,6 +8,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from geoassist.readers import Malformed, read_rsvqa_split
+from geoassist.readers.rsvqa import (
+    HR_IMAGE_DIRS,
+    HR_NAMES,
+    LR_IMAGE_DIRS,
+    LR_NAMES,
+    rsvqa_image,
+    rsvqa_question_files,
+)
+
 from ..core import (
     Context,
     DatasetNotFoundError,
@@ -27,28 +37,6 @@ _RSVQA_CITATION = (
     "IEEE TGRS 58(12), 2020."
 )
 
-# (regex on the questions file name, image folders tried in order)
-_LR_NAMES = (
-    r"LR_split_(?P<split>.+?)_questions(?P<reduced>_reduced)?\.json",
-    r"questionsS2(?P<reduced>_reduced)?\.json",
-)
-_HR_NAMES = (r"USGS_split_(?P<split>.+?)_questions(?P<reduced>_reduced)?\.json",)
-_LR_IMAGES = ("Images_LR", "images")
-_HR_IMAGES = ("Data", "images")
-
-
-def _rsvqa_question_files(root: Path, patterns: Sequence[str]) -> dict[str, Path]:
-    """``{split: questions JSON}``; files without a split in their name (author-site excerpts) give split ``all``."""
-    found: dict[str, Path] = {}
-    for folder in (root, *sorted(p for p in root.iterdir() if p.is_dir())) if root.is_dir() else ():
-        for path in sorted(folder.glob("*.json")):
-            for pattern in patterns:
-                match = re.fullmatch(pattern, path.name)
-                if match:
-                    split = match.groupdict().get("split") or "all"
-                    found.setdefault(split, path)
-    return found
-
 
 def _gsd_m(text: Any) -> float | None:
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*m\s*", str(text))
@@ -63,21 +51,21 @@ class _RSVQA(Recipe):
 
     def check(self, src: Path) -> None:
         super().check(src)
-        if not _rsvqa_question_files(src, self.patterns):
+        if not rsvqa_question_files(src, self.patterns):
             raise DatasetNotFoundError(
                 f"no RSVQA questions JSON in {src}; expected {self.info.layout}"
             )
 
     def detect(self, src: Path) -> bool:
-        return src.is_dir() and bool(_rsvqa_question_files(src, self.patterns))
+        return src.is_dir() and bool(rsvqa_question_files(src, self.patterns))
 
     def available_splits(self, src: Path) -> list[str]:
-        return list(_rsvqa_question_files(src, self.patterns))
+        return list(rsvqa_question_files(src, self.patterns))
 
     def items(
         self, src: Path, splits: Sequence[str] | None, options: dict[str, Any]
-    ) -> Iterator[dict[str, Any]]:
-        files = _rsvqa_question_files(src, self.patterns)
+    ) -> Iterator[dict[str, Any] | Reject]:
+        files = rsvqa_question_files(src, self.patterns)
         for split in split_filter(splits, list(files), self.info.name):
             qpath = files[split]
             apath = qpath.with_name(qpath.name.replace("questions", "answers"))
@@ -87,23 +75,22 @@ class _RSVQA(Recipe):
                     raise DatasetNotFoundError(
                         f"{p.name} is missing beside {qpath.name} in {qpath.parent}"
                     )
-            questions = json.loads(qpath.read_text(encoding="utf-8"))["questions"]
-            answers = {a["id"]: a for a in json.loads(apath.read_text(encoding="utf-8"))["answers"]}
-            images = {i["id"]: i for i in json.loads(ipath.read_text(encoding="utf-8"))["images"]}
-            for q in questions:
-                image = images.get(q.get("img_id"))
-                given = [answers[i] for i in q.get("answers_ids", []) if i in answers]
-                active = [a for a in given if a.get("active", True)]
+            for q in read_rsvqa_split(qpath, apath, ipath):
+                if isinstance(q, Malformed):
+                    yield Reject(
+                        f"{self.info.name}:{split}:{q.key}", q.reason, f"{qpath.name}: {q.detail}"
+                    )
+                    continue
+                image = q.image
                 yield {
-                    "id": str(q["id"]),
+                    "id": q.id,
                     "split": split,
-                    "question": q.get("question"),
-                    "type": q.get("type"),
-                    "active": bool(q.get("active", True))
-                    and (image is None or bool(image.get("active", True))),
-                    "answer": (active or given)[0]["answer"] if (active or given) else None,
-                    "answer_active": bool(active),
-                    "image_id": q.get("img_id"),
+                    "question": q.question,
+                    "type": q.type,
+                    "active": q.active,
+                    "answer": q.answer,
+                    "answer_active": q.answer_active,
+                    "image_id": q.image_id,
                     "image": {
                         k: image.get(k)
                         for k in (
@@ -119,12 +106,8 @@ class _RSVQA(Recipe):
                 }
 
     def _image_path(self, ctx: Context, image_id: Any) -> str:
-        for folder in self.image_dirs:
-            for ext in (".tif", ".png"):
-                rel = f"{folder}/{image_id}{ext}"
-                if (ctx.src / rel).is_file():
-                    return rel
-        return f"{self.image_dirs[0]}/{image_id}.tif"
+        found = rsvqa_image(ctx.src, image_id, self.image_dirs)
+        return found or f"{self.image_dirs[0]}/{image_id}.tif"
 
     def convert(self, item: dict[str, Any], ctx: Context) -> Iterable[Outcome]:
         rid = f"{self.info.name}:{item['id']}"
@@ -206,8 +189,8 @@ class RSVQALR(_RSVQA):
         checked_against="real files: rs-samples/rsvqa/LR_reduced",
         url="https://rsvqa.sylvainlobry.com/",
     )
-    patterns = _LR_NAMES
-    image_dirs = _LR_IMAGES
+    patterns = LR_NAMES
+    image_dirs = LR_IMAGE_DIRS
 
 
 @register
@@ -232,8 +215,8 @@ class RSVQAHR(_RSVQA):
         checked_against="real files: rs-samples/rsvqa/HR_reduced",
         url="https://rsvqa.sylvainlobry.com/",
     )
-    patterns = _HR_NAMES
-    image_dirs = _HR_IMAGES
+    patterns = HR_NAMES
+    image_dirs = HR_IMAGE_DIRS
 
 
 # --------------------------------------------------------------------------- RSIVQA
@@ -556,41 +539,32 @@ class CDVQA(Recipe):
 
     def items(
         self, src: Path, splits: Sequence[str] | None, options: dict[str, Any]
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[dict[str, Any] | Reject]:
         files = self._files(src)
         for split in split_filter(splits, list(files), self.info.name):
             prefix = files[split]
-            questions = json.loads((src / f"{prefix}_questions.json").read_text(encoding="utf-8"))[
-                "questions"
-            ]
-            answers_path = src / f"{prefix}_answers.json"
-            answers = (
-                {
-                    a["id"]: a
-                    for a in json.loads(answers_path.read_text(encoding="utf-8"))["answers"]
-                }
-                if answers_path.is_file()
-                else {}
-            )
-            images = {
-                i["id"]: i
-                for i in json.loads((src / f"{prefix}_images.json").read_text(encoding="utf-8"))[
-                    "images"
-                ]
-            }
-            for q in questions:
-                image = images.get(q.get("img_id"))
-                given = [answers[i] for i in q.get("answers_ids", []) if i in answers]
+            answers = src / f"{prefix}_answers.json"
+            questions = src / f"{prefix}_questions.json"
+            for q in read_rsvqa_split(
+                questions, answers if answers.is_file() else None, src / f"{prefix}_images.json"
+            ):
+                if isinstance(q, Malformed):
+                    yield Reject(
+                        f"{self.info.name}:{split}:{q.key}",
+                        q.reason,
+                        f"{questions.name}: {q.detail}",
+                    )
+                    continue
                 yield {
-                    "id": f"{split}:{q['id']}",
+                    "id": f"{split}:{q.id}",
                     "split": split,
                     "prefix": prefix,
-                    "question": q.get("question"),
-                    "type": q.get("type"),
-                    "active": bool(q.get("active", True)),
-                    "answer": given[0]["answer"] if given else None,
-                    "file_name": image.get("file_name") if image else None,
-                    "gsd": image.get("res_x") if image else None,
+                    "question": q.question,
+                    "type": q.type,
+                    "active": q.question_active,
+                    "answer": q.answers[0][0] if q.answers else None,
+                    "file_name": q.image.get("file_name") if q.image else None,
+                    "gsd": q.image.get("res_x") if q.image else None,
                 }
 
     def convert(self, item: dict[str, Any], ctx: Context) -> Iterable[Outcome]:

@@ -28,12 +28,6 @@ ISAID_CLASSES: dict[str, tuple[str, tuple[int, int, int]]] = {
     "soccer_field": ("Soccer_ball_field", (0, 127, 191)),
     "airplane": ("plane", (0, 127, 255)),
 }
-ISAID_PALETTE = {
-    "ship": (0, 0, 63), "storage_tank": (0, 63, 63), "baseball_diamond": (0, 63, 0), "tennis_court": (0, 63, 127),
-    "basketball_court": (0, 63, 191), "Ground_Track_Field": (0, 63, 255), "Bridge": (0, 127, 63),
-    "Large_Vehicle": (0, 127, 127), "Small_Vehicle": (0, 0, 127), "Helicopter": (0, 0, 191), "Swimming_pool": (0, 0, 255),
-    "Roundabout": (0, 191, 127), "Soccer_ball_field": (0, 127, 191), "plane": (0, 127, 255), "Harbor": (0, 100, 155),
-}  # fmt: skip
 
 
 def png(arr: np.ndarray) -> bytes:

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from geoassist.synth.encode import ISAID_CLASSES, ISAID_PALETTE, Encoded
+from geoassist.readers.coco import ISAID_PALETTE
+from geoassist.synth.encode import ISAID_CLASSES, Encoded
 from geoassist.synth.text import name as cls_name
 from geoassist.synth.types import FormatKindError, Pair, Scene
 

@@ -132,12 +132,6 @@ def render_ms(plan: Plan, look: Look) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return dn, lc, rid
 
 
-def ms_to_rgb(dn: np.ndarray) -> np.ndarray:
-    """8-bit true colour (B04, B03, B02) as RSVQA-LR publishes its tiles."""
-    rgb = dn[..., [3, 2, 1]].astype(np.float32) * (255.0 / np.array([2500.0, 2700.0, 3300.0], np.float32))
-    return np.clip(rgb, 0, 255).astype(np.uint8)
-
-
 def generate_ms(seed: int, scene_class: str | None = None, size: int | tuple[int, int] = 256, look: Look | None = None, with_text: bool = True) -> tuple[Scene, Plan, Look]:
     from geoassist.synth.hr import annotate, utm_georef
 

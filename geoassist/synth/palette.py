@@ -151,6 +151,12 @@ S2_SIGNATURES = {
 }
 
 
+def ms_to_rgb(dn: np.ndarray) -> np.ndarray:
+    """8-bit true colour (B04, B03, B02) of 13-band DN, as RSVQA-LR publishes its tiles."""
+    rgb = dn[..., [3, 2, 1]].astype(np.float32) * (255.0 / np.array([2500.0, 2700.0, 3300.0], np.float32))
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
 def s2_signatures(season: str, rng: np.random.Generator) -> np.ndarray:
     """(n_landcover, 13) float32 reflectances for one scene, with season and jitter.
 

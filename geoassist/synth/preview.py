@@ -71,7 +71,7 @@ def real_tiles(kind: str) -> list[Image.Image]:
             for i, im in enumerate(ims):
                 out.paste(im, (i * TILE, 0))
             return [out]
-        from geoassist.synth.readers import read_dota_label
+        from geoassist.readers import read_dota_label
 
         img = np.asarray(Image.open(root / "dota/images/P1888.png").convert("RGB"))
         crop = img[:512, :512]

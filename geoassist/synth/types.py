@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from geoassist.errors import GeoAssistError
+from geoassist.synth.palette import ms_to_rgb
 
 
 class SynthError(GeoAssistError, ValueError):
@@ -270,8 +271,6 @@ class Scene:
         """An 8-bit RGB view for PNG/JPEG exports and previews."""
         if self.image.dtype == np.uint8:
             return self.image[..., :3]
-        from geoassist.synth.ms import ms_to_rgb
-
         return ms_to_rgb(self.image)
 
 
