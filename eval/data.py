@@ -46,8 +46,13 @@ def load_eval_data(
     task: str | None = None,
     recipe: str | None = None,
     split: str | None = None,
+    real_split: str | None = "test",
 ) -> tuple[list[dict[str, Any]], Path]:
-    """``(records, image_root)`` for ``--data``; ``split`` keeps only that split.
+    """``(records, image_root)`` for ``--data``; ``split`` keeps only that (recipe) split.
+
+    Records of real datasets keep only the images of ``real_split`` in the committed real-data
+    split (:mod:`geoassist.splits`; ``None`` keeps them all), so an evaluation never scores
+    images a model was trained on. Other sources (GeoSynth, your own data) are not filtered.
 
     ``task="synth"`` without a split keeps the ``test`` split when there is one. GeoSynth data
     needs no files: pass its generation spec (``seed=0,size=256``) with ``recipe="geosynth"``.
@@ -79,4 +84,14 @@ def load_eval_data(
         records = [r for r in records if r.get("split") == split]
         if not records:
             raise EvalDataError(f"no records of split {split!r} in {data}")
+    if real_split is not None:
+        from geoassist.splits import filter_records
+
+        kept = filter_records(records, real_split)
+        if records and not kept:
+            raise EvalDataError(
+                f"no record of {data} is on the {real_split!r} side of the real-data split; "
+                "pass --real-split all to score every image (e.g. to check a reader)"
+            )
+        records = kept
     return records, root

@@ -15,8 +15,38 @@ from geoassist.eval.data import load_eval_data
 pytestmark = pytest.mark.realdata
 
 
+def test_real_data_is_scored_on_the_test_images_of_the_real_split(rs_samples, tmp_path):
+    from geoassist.splits import record_image_id, split_ids
+
+    data = rs_samples / "rsvqa" / "LR_reduced"
+    every, _ = load_eval_data(data, task="rsvqa", real_split=None)
+    test, _ = load_eval_data(data, task="rsvqa")
+    val, _ = load_eval_data(data, task="rsvqa", real_split="val")
+    assert {record_image_id(r) for r in test} == split_ids("rsvqa_lr", "test")
+    assert {record_image_id(r) for r in val} == split_ids("rsvqa_lr", "val")
+    assert len(test) == sum(record_image_id(r) in split_ids("rsvqa_lr", "test") for r in every)
+    assert 0 < len(test) < len(every)
+    # the command line reads it too
+    out = tmp_path / "out"
+    args = ["eval", "rsvqa", "--baseline", "type_majority", "--data", str(data), "--no-progress"]
+    assert main([*args, "--out", str(out), "--no-plots"]) == 0
+    assert json.loads((out / "report.json").read_text())["n"] == len(test)
+    assert main([*args, "--out", str(tmp_path / "all"), "--no-plots", "--real-split", "all"]) == 0
+    assert json.loads((tmp_path / "all" / "report.json").read_text())["n"] == len(every)
+    # an evaluation-only dataset is all test; a train-only excerpt has nothing to score
+    dota, _ = load_eval_data(rs_samples / "dota")
+    assert dota and {record_image_id(r) for r in dota} == {"P1888"}
+    from geoassist.eval.targets import EvalDataError
+
+    with pytest.raises(EvalDataError, match="--real-split all"):
+        load_eval_data(rs_samples / "change_captioning", real_split="test")
+
+
 def test_rsvqa_lr_question_only_baseline(rs_samples, tmp_path):
-    records, root = load_eval_data(rs_samples / "rsvqa" / "LR_reduced", task="rsvqa")
+    # a reader check: every image of the excerpt, against counts made by hand
+    records, root = load_eval_data(
+        rs_samples / "rsvqa" / "LR_reduced", task="rsvqa", real_split=None
+    )
     predictions = baseline_predictions(records, "type_majority")
     report = evaluate("rsvqa", records, predictions, root, tmp_path, progress=False)
     assert report["n"] == 3003 and not report["missing_ids"]
@@ -47,7 +77,7 @@ def test_rsvqa_lr_question_only_baseline(rs_samples, tmp_path):
 
 def test_rsvqa_hr_predictions_file_through_the_cli(rs_samples, tmp_path, capsys):
     data = rs_samples / "rsvqa" / "HR_reduced"
-    records, _ = load_eval_data(data, task="rsvqa")
+    records, _ = load_eval_data(data, task="rsvqa", real_split=None)
     predictions = baseline_predictions(records, "question_prior")
     dropped = sorted(predictions)[:3]
     path = tmp_path / "predictions.jsonl"
@@ -71,6 +101,8 @@ def test_rsvqa_hr_predictions_file_through_the_cli(rs_samples, tmp_path, capsys)
                 "--out",
                 str(out),
                 "--no-progress",
+                "--real-split",
+                "all",
             ]
         )
         == 0
@@ -95,6 +127,8 @@ def test_rsvqa_hr_predictions_file_through_the_cli(rs_samples, tmp_path, capsys)
                 "--out",
                 str(tmp_path / "b"),
                 "--no-progress",
+                "--real-split",
+                "all",
             ]
         )
         == 0
@@ -182,7 +216,9 @@ def test_isaid_masks_score_as_the_recipe_measured(rs_samples):
 
 
 def test_levir_cd_change_qa(rs_samples):
-    records, root = load_eval_data(rs_samples / "change_detection" / "samples_LEVIR")
+    records, root = load_eval_data(
+        rs_samples / "change_detection" / "samples_LEVIR", real_split=None
+    )
     report = evaluate("change_qa", records, oracle(records), root, progress=False)
     assert report["metrics"]["overall_accuracy"] == 1.0
     assert set(report["by_type"]) == {r["qtype"] for r in records}

@@ -300,3 +300,65 @@ def test_sigterm_to_the_process_group_with_loader_workers_saves(tmp_path):
     assert "killed by signal" not in stderr
     stopped = int(stdout.split("stopped at step ")[1].split(";")[0])
     assert latest_checkpoint(out).name == f"step-{stopped:07d}"
+
+
+def test_no_val_or_test_image_of_the_real_split_reaches_a_training_batch(tmp_path, monkeypatch):
+    """RSVQA-LR and LEVIR-CD in their published layouts, trained through the real entry point:
+    every id of every batch is a ``train`` image of the committed real-data split."""
+    from test_recipes_change import make_levir_cd_release
+    from test_recipes_vqa import make_rsvqa
+
+    from geoassist.data_recipes import build, read_records
+    from geoassist.splits import record_split
+
+    make_rsvqa(tmp_path / "rsvqa_src", "lr")
+    make_levir_cd_release(tmp_path / "levir_src")
+    build("rsvqa_lr", tmp_path / "rsvqa_src", tmp_path / "rsvqa")
+    build("levir_cd", tmp_path / "levir_src", tmp_path / "levir")
+    records = {r["id"]: r for f in ("rsvqa", "levir") for r in read_records(tmp_path / f)}
+    sides = {rid: record_split(r) for rid, r in records.items()}
+    # the fake data holds images of every side (RSVQA-LR images 0, 11 and 21 are listed as val
+    # and test in the committed file), so a loader that ignored the split would fail below
+    assert {"train", "val", "test"} <= set(sides.values())
+    held_images = {tuple(r["images"]) for rid, r in records.items() if sides[rid] != "train"}
+    assert any(images[0].startswith("Images_LR/") for images in held_images)
+
+    seen: list[str] = []
+    collate = trainer.collate_conversations
+
+    def recording(pad_token_id):
+        fn = collate(pad_token_id)
+
+        def wrapped(items):
+            batch = fn(items)
+            seen.extend(batch["ids"])
+            return batch
+
+        return wrapped
+
+    monkeypatch.setattr(trainer, "collate_conversations", recording)
+    config = config_from_dict(
+        {
+            "stage": 2,
+            "model": "tiny",
+            "out_dir": str(tmp_path / "run"),
+            # holdout is for your own data: real datasets follow the split file instead
+            "data": {
+                "train": [{"path": str(tmp_path / "rsvqa"), "holdout": 0.5}, str(tmp_path / "levir")],
+                "train_split": None,
+                "max_length": 192,
+            },
+            "optim": {"max_steps": 12, "batch_size": 8, "lr": 1e-3, "warmup_steps": 1},
+            "lora": {"r": 4, "alpha": 8},
+            "save_every": 100,
+            "seed": 0,
+        }
+    )
+    trainer.train(config)
+    assert len(seen) == 12 * 8
+    assert {sides[rid] for rid in seen} == {"train"}
+    trained = {tuple(records[rid]["images"]) for rid in seen}
+    assert not trained & held_images
+    # every train record is in the pool (holdout did not thin the real data)
+    pool = {rid for rid, side in sides.items() if side == "train"}
+    assert len(pool) <= 12 * 8 and set(seen) == pool

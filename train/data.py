@@ -69,13 +69,45 @@ def is_held_out(images: Sequence[str], fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
+def _training_records(
+    records: list[dict[str, Any]], holdout: float, folder: Path
+) -> list[dict[str, Any]]:
+    """The records training may see: real-split ``train`` images, and outside the held-out fraction."""
+    from geoassist.splits import record_split
+
+    kept, held = [], {"val": 0, "test": 0, "holdout": 0}
+    for record in records:
+        real = record_split(record)
+        if real is not None and real != "train":
+            held[real] += 1
+        elif real is None and is_held_out(record["images"], holdout):
+            held["holdout"] += 1
+        else:
+            kept.append(record)
+    if any(held.values()):
+        logger.info(
+            "data: %s held out of training: %d val and %d test records (real-data split), "
+            "%d by holdout",
+            folder,
+            held["val"],
+            held["test"],
+            held["holdout"],
+        )
+    return kept
+
+
 def load_samples(
     train: Sequence[Any], *, split: str | None, tasks: Sequence[str] | None, seed: int
 ) -> list[Sample]:
     """Records from recipe output folders, mixed by weight and capped per source.
 
-    ``weight`` repeats a source (2.0 = every record twice; 0.5 = a seeded half);
-    ``holdout`` skips the records of that fraction of images (see :func:`is_held_out`).
+    ``weight`` repeats a source (2.0 = every record twice; 0.5 = a seeded half).
+
+    Records of real datasets (:func:`geoassist.splits.has_real_split`) are kept only when their
+    image is ``train`` in the committed real-data split, whatever the folder: val and test
+    images, and evaluation-only datasets, never reach a training batch. ``holdout`` applies to
+    the other sources only (your own data): it skips that fraction of images (see
+    :func:`is_held_out`).
     """
     from geoassist.data_recipes import image_root, read_records
 
@@ -90,6 +122,7 @@ def load_samples(
         records = [
             r for r in read_records(folder, split=split) if tasks is None or r["task"] in tasks
         ]
+        records = _training_records(records, float(entry.get("holdout") or 0.0), folder)
         if entry.get("max_records") is not None:
             records = records[: int(entry["max_records"])]
         weight = float(entry.get("weight", 1.0))

@@ -45,7 +45,14 @@ class EvalStep:
     split: str | None = None
     limit: int | None = None
     name: str | None = None
-    holdout: float = 0.0  # evaluate only on the images a training source with this holdout skipped
+    # Real datasets (geoassist.splits) are scored on this side of the committed real-data split.
+    real_split: str = "test"
+    # Other sources (your own data): only the images a training entry with this holdout skipped.
+    holdout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.real_split not in ("train", "val", "test"):
+            raise ConfigError(f"evaluation[].real_split is train, val or test, got {self.real_split!r}")
 
 
 @dataclass
@@ -246,10 +253,10 @@ def _evaluate(config: PipelineConfig, resolve: _Resolver, final: Path, summary: 
             logger.warning("evaluation %s: %s missing, skipped", name, folder)
             continue
         records, root = load_records(folder, split=step.split)
-        if step.holdout:
-            from geoassist.train.data import is_held_out
-
-            records = [r for r in records if is_held_out(r["images"], step.holdout)]
+        records = _evaluation_records(list(records), step)
+        if not records:
+            logger.warning("evaluation %s: no %s records in %s, skipped", name, step.real_split, folder)
+            continue
         report = evaluate(step.task, records, assistant, root, out=Path(config.workdir) / "eval" / name.replace(":", "_"), limit=step.limit)
         scores[name] = {
             "n": report.get("n"),
@@ -259,6 +266,17 @@ def _evaluate(config: PipelineConfig, resolve: _Resolver, final: Path, summary: 
         summary["scores"] = scores
         _write_json(Path(config.workdir) / "summary.json", summary)
     return scores
+
+
+def _evaluation_records(records: list[dict[str, Any]], step: EvalStep) -> list[dict[str, Any]]:
+    """Real datasets: the images of ``step.real_split``; other sources: the held-out fraction."""
+    from geoassist.splits import filter_records, has_real_split
+    from geoassist.train.data import is_held_out
+
+    records = filter_records(records, step.real_split)
+    if step.holdout:
+        records = [r for r in records if has_real_split(r["source"]) or is_held_out(r["images"], step.holdout)]
+    return records
 
 
 def _ship(config: PipelineConfig, final: Path, summary: dict) -> None:

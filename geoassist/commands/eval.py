@@ -49,6 +49,13 @@ def register(subparsers) -> None:
         help="only records of this split (e.g. test, test_phili; synth: test when there is one)",
     )
     p.add_argument(
+        "--real-split",
+        choices=("test", "val", "train", "all"),
+        default="test",
+        help="real datasets: score only the images on this side of the committed real-data split "
+        "(default test; 'all' scores every image, e.g. to check a reader). Other data is not filtered",
+    )
+    p.add_argument(
         "--limit", type=int, help="score N records, chosen deterministically by a hash of their ids"
     )
     p.add_argument(
@@ -116,13 +123,17 @@ def run_eval(args) -> int:
     from geoassist.eval.harness import evaluate
 
     records, image_root = load_eval_data(
-        args.data, task=args.task, recipe=args.recipe, split=args.split
+        args.data,
+        task=args.task,
+        recipe=args.recipe,
+        split=args.split,
+        real_split=None if args.real_split == "all" else args.real_split,
     )
     if args.model:
         from geoassist.assistant import Assistant
-        from geoassist.commands.core import _quiet_transformers
+        from geoassist.util import quiet_transformers
 
-        _quiet_transformers()
+        quiet_transformers()
         predictor = Assistant.from_pretrained(args.model, device=args.device)
         model_name = args.model
     elif args.baseline:
