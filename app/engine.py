@@ -28,22 +28,12 @@ class TaskChoice:
     hint: str  # what to type, shown as the prompt box's placeholder
 
 
-TASK_CHOICES: tuple[TaskChoice, ...] = (
-    TaskChoice("Chat", None, "Ask anything about the image…"),
-    TaskChoice("Describe", "caption", "Optional — press Send to describe the image"),
-    TaskChoice("Ask a question", "vqa", "A short question, e.g. How many ships are there?"),
-    TaskChoice("Find objects", "detect", "What to find, e.g. buildings, ships, storage tanks"),
-    TaskChoice("Find objects (rotated boxes)", "detect_obb", "What to find, e.g. ships, planes"),
-    TaskChoice("Find what I describe", "refer", "e.g. the largest building near the road"),
-    TaskChoice("Point at a region", "region", "Optional question about the marked region"),
-    TaskChoice("What changed", "change", "Optional — press Send to compare the two images"),
-    TaskChoice("Ask about the change", "change_qa", "e.g. Were new buildings built?"),
-    TaskChoice("Outline", "segment", "What to outline, e.g. water, forest, buildings"),
-    TaskChoice("Classify the scene", "classify", "Optional — press Send to classify"),
-    TaskChoice(
-        "Ask the knowledge store", "knowledge", "A question answered from the knowledge store"
-    ),
-)
+def all_task_choices() -> tuple[TaskChoice, ...]:
+    """The free chat, then every task of the registry (:mod:`geoassist.tasks`) with a menu label."""
+    from geoassist.tasks import TASKS
+
+    chat = TaskChoice("Chat", None, "Ask anything about the image…")
+    return (chat, *(TaskChoice(t.label, t.name, t.hint) for t in TASKS.values() if t.label))
 
 
 @dataclass
@@ -129,16 +119,10 @@ class Engine:
 
     def task_choices(self) -> list[TaskChoice]:
         """The tasks this model and installation offer (the knowledge task only with a store)."""
-        from geoassist.prompts import TASKS
-
-        return [
-            c
-            for c in TASK_CHOICES
-            if (c.task is None or c.task in TASKS) and (c.task != "knowledge" or self.has_kb)
-        ]
+        return [c for c in all_task_choices() if c.task != "knowledge" or self.has_kb]
 
     def task_for(self, label: str | None) -> str | None:
-        for choice in TASK_CHOICES:
+        for choice in all_task_choices():
             if label in (choice.label, choice.task):
                 return choice.task
         if not label:
@@ -190,10 +174,10 @@ class Engine:
         return prompt
 
     def _label(self, task: str | None) -> str:
-        return next((c.label for c in TASK_CHOICES if c.task == task), str(task))
+        return next((c.label for c in all_task_choices() if c.task == task), str(task))
 
     def _hint(self, task: str | None) -> str:
-        return next((c.hint for c in TASK_CHOICES if c.task == task), "")
+        return next((c.hint for c in all_task_choices() if c.task == task), "")
 
     # ---------------------------------------------------------------- asking
     def ask_kwargs(self, choice: BandChoice) -> dict[str, Any]:

@@ -51,6 +51,13 @@ def drawn_summary(answer: Any) -> str:
     return ("Drawn on the image: " + ", ".join(parts)) if parts else ""
 
 
+def _answers_with_geometry(task: str | None) -> bool:
+    """Whether ``task`` answers with boxes or masks (its answer kind in the task registry)."""
+    from geoassist.tasks import GEOMETRY_ANSWER_KINDS, TASKS
+
+    return task in TASKS and TASKS[task].answer_kind in GEOMETRY_ANSWER_KINDS
+
+
 def final_text(answer: Any, *, cut_note: str = "") -> str:
     """The finished answer for the chat: its text, what was drawn, and any parsing trouble."""
     text = html.escape((answer.text or "").strip(), quote=False)
@@ -58,7 +65,7 @@ def final_text(answer: Any, *, cut_note: str = "") -> str:
     summary = drawn_summary(answer)
     if summary:
         lines.append(f"*{summary}.*")
-    if answer.task in ("detect", "detect_obb", "ground", "refer", "segment") and not summary:
+    if _answers_with_geometry(answer.task) and not summary:
         lines.append("*Nothing found to draw.*")
     if not lines:
         lines.append("*(the model gave no text)*")

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from geoassist.chat import with_image_slots
 from geoassist.errors import GeoAssistError
 from geoassist.prompts import build_prompt
+from geoassist.tasks import template_for_record_kind
 
 from .schema import Record, validate_record
 
@@ -253,22 +254,6 @@ def _safe_detect(recipe: Recipe, src: Path) -> bool:
 
 # --------------------------------------------------------------------------- records
 
-TEMPLATE_OF_TASK = {
-    "caption": "caption",
-    "vqa": "vqa",
-    "counting": "vqa",
-    "scene_cls": "classify",
-    "grounding": "ground",
-    "detection": "detect",
-    "referring": "refer",
-    "region_caption": "region",
-    "change_caption": "change",
-    "change_qa": "change_qa",
-    "refer_seg": "segment",
-    "conversation": None,
-    "knowledge_qa": None,
-}
-
 
 def user_prompt(
     task: str,
@@ -278,11 +263,12 @@ def user_prompt(
     region: str | None = None,
     oriented: bool = False,
 ) -> str:
-    """The first user turn, built with the project's task templates so training asks as inference does."""
-    template = TEMPLATE_OF_TASK[task]
-    if task == "detection" and oriented:
-        template = "detect_obb"
-    text = build_prompt(template, argument, region=region)
+    """The first user turn of a record of kind ``task``, written with the template of the
+    registry's task for that kind (:func:`geoassist.tasks.template_for_record_kind`), so training
+    asks as inference does. ``oriented`` picks the oriented-box template (``detect_obb``) where
+    the kind has one; free kinds (``conversation``) take ``argument`` as it is."""
+    spec = template_for_record_kind(task, oriented=oriented)
+    text = build_prompt(spec.name if spec else None, argument, region=region)
     return with_image_slots(text, n_images)
 
 

@@ -12,21 +12,11 @@ import json
 import math
 from typing import Any, TypedDict
 
-TASKS = (
-    "caption",
-    "vqa",
-    "scene_cls",
-    "grounding",
-    "referring",
-    "region_caption",
-    "detection",
-    "counting",
-    "change_caption",
-    "change_qa",
-    "refer_seg",
-    "conversation",
-    "knowledge_qa",
-)
+from geoassist.tasks import record_kinds, tasks_for_record_kind
+
+TASKS = record_kinds()
+"""The record kinds (``Record.task``), from the task registry (:mod:`geoassist.tasks`): each
+task's record kinds, then the free ones (``conversation``). Checks read the registry itself."""
 
 TARGET_KEYS = ("boxes", "obboxes", "polygons", "mask", "mask_values", "mask_rle", "count", "labels")
 """``mask`` is a PNG path relative to the image root; ``mask_values`` (optional) lists the pixel
@@ -39,7 +29,7 @@ class Record(TypedDict, total=False):
     id: str  # "<source>:<original id>", stable across builds
     source: str  # recipe/source name, e.g. "rsvqa_lr"
     split: str  # the dataset's official split name
-    task: str  # one of TASKS
+    task: str  # a record kind: one of TASKS
     images: list[str]  # paths relative to the dataset root; time order for change tasks
     conversations: list[dict[str, str]]  # [{"role": "user"|"assistant", "content": ...}]
     answer: str | list[str]  # reference answer, or all references for captions
@@ -62,13 +52,15 @@ def validate_record(record: dict[str, Any]) -> None:
         raise RecordError(
             f"record id {rid!r} must be '<source>:<original id>' with source {source!r}"
         )
-    if record["task"] not in TASKS:
+    if record["task"] not in record_kinds():
         raise RecordError(f"record {rid}: unknown task {record['task']!r}")
     images = record["images"]
     if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
         raise RecordError(f"record {rid}: images must be a list of relative paths")
-    if record["task"] in ("change_caption", "change_qa") and len(images) < 2:
-        raise RecordError(f"record {rid}: change tasks need two or more images in time order")
+    if len(images) < 2 and any(t.images == "2" for t in tasks_for_record_kind(record["task"])):
+        raise RecordError(
+            f"record {rid}: {record['task']} records need two or more images in time order"
+        )
     turns = record["conversations"]
     if not turns or turns[0].get("role") != "user":
         raise RecordError(f"record {rid}: conversations must start with a user turn")

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from geoassist.eval.scorers import (
     user_prompt,
 )
 from geoassist.eval.targets import EvalDataError, resolve_image
+from geoassist.tasks import TASKS as TASK_REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -41,56 +42,65 @@ __all__ = [
     "read_predictions",
 ]
 
-# Which record tasks each evaluation task scores, and with which scorer.
-DEFAULT_SCORERS: dict[str, str] = {
-    "vqa": "qa",
-    "counting": "qa",
-    "change_qa": "qa",
-    "knowledge_qa": "knowledge",
-    "caption": "caption",
-    "region_caption": "caption",
-    "change_caption": "caption",
-    "scene_cls": "scene_cls",
-    "grounding": "grounding",
-    "referring": "grounding",
-    "detection": "detection",
-    "refer_seg": "refer_seg",
-}
-TASK_RECORDS: dict[str, dict[str, str]] = {
-    "rsvqa": {"vqa": "qa", "counting": "qa", "change_qa": "qa"},
-    "caption": {"caption": "caption"},
-    "region_caption": {"region_caption": "caption"},
-    "grounding": {"grounding": "grounding", "referring": "grounding"},
-    "referring": {"referring": "grounding", "grounding": "grounding"},
-    "detection": {"detection": "detection"},
-    "scene_cls": {"scene_cls": "scene_cls"},
-    "change_caption": {"change_caption": "caption"},
-    "change_qa": {"change_qa": "qa"},
-    "refer_seg": {"refer_seg": "refer_seg"},
-    "knowledge": {"knowledge_qa": "knowledge"},
-    "choice": {
-        t: "choice" for t in ("vqa", "scene_cls", "counting", "change_qa", "grounding", "refer_seg")
-    },
-    "synth": DEFAULT_SCORERS,
-}
-EVAL_TASKS = tuple(TASK_RECORDS)
+# The task tables below are read from the task registry (geoassist.tasks) on every access, so a
+# task added there is evaluated here with no other change: each registry task names its record
+# kinds, its scorer, the `geoassist eval` tasks that score it and its answer-length budget.
 
-# Answer-length limits (new tokens) by record task: long enough for a complete answer in the
+
+class _FromRegistry(Mapping[str, Any]):
+    """A read-only mapping rebuilt from the task registry each time it is read."""
+
+    def __init__(self, build: Callable[[], dict[str, Any]]) -> None:
+        self._build = build
+
+    def __getitem__(self, key: str) -> Any:
+        return self._build()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._build())
+
+    def __len__(self) -> int:
+        return len(self._build())
+
+    def __repr__(self) -> str:
+        return repr(self._build())
+
+
+# The record kinds the CHOICE benchmark asks as multiple-choice questions (source ``choice``).
+CHOICE_RECORD_KINDS = ("vqa", "scene_cls", "counting", "change_qa", "grounding", "refer_seg")
+
+
+def _record_scorers() -> dict[str, str]:
+    return {kind: t.scorer for t in TASK_REGISTRY.values() for kind in t.record_kinds}
+
+
+def _task_records() -> dict[str, dict[str, str]]:
+    table: dict[str, dict[str, str]] = {}
+    for spec in TASK_REGISTRY.values():
+        for name in spec.eval_tasks:
+            for kind in spec.record_kinds:
+                table.setdefault(name, {})[kind] = spec.scorer
+    table["choice"] = {kind: "choice" for kind in CHOICE_RECORD_KINDS}
+    table["synth"] = _record_scorers()
+    return table
+
+
+def _max_new_tokens() -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for spec in TASK_REGISTRY.values():
+        for kind in spec.record_kinds:
+            limits[kind] = max(limits.get(kind, 0), spec.max_new_tokens)
+    return limits
+
+
+# Record kind -> its scorer (what ``synth`` scores every kind with).
+DEFAULT_SCORERS: Mapping[str, str] = _FromRegistry(_record_scorers)
+# Evaluation task -> {record kind it scores: scorer}.
+TASK_RECORDS: Mapping[str, Mapping[str, str]] = _FromRegistry(_task_records)
+EVAL_TASKS = tuple(TASK_RECORDS)  # as at import: the CLI's choices
+# Answer-length limits (new tokens) by record kind: long enough for a complete answer in the
 # grammar (a detection lists many boxes, a text mask has one run-length row per grid row).
-DEFAULT_MAX_NEW_TOKENS: dict[str, int] = {
-    "vqa": 16,
-    "counting": 16,
-    "change_qa": 16,
-    "knowledge_qa": 64,
-    "scene_cls": 16,
-    "caption": 64,
-    "region_caption": 64,
-    "change_caption": 64,
-    "grounding": 128,
-    "referring": 48,
-    "detection": 384,
-    "refer_seg": 512,
-}
+DEFAULT_MAX_NEW_TOKENS: Mapping[str, int] = _FromRegistry(_max_new_tokens)
 CHOICE_MAX_NEW_TOKENS = 48
 
 # The headline number of each scorer, used for synth's per-task table and the CLI summary.
@@ -118,12 +128,12 @@ class UnknownTaskError(GeoAssistError, ValueError):
     """The evaluation task name is not one the harness knows."""
 
 
-def _check_task(task: str) -> dict[str, str]:
+def _check_task(task: str) -> Mapping[str, str]:
     try:
         return TASK_RECORDS[task]
     except KeyError:
         raise UnknownTaskError(
-            f"unknown evaluation task {task!r}; choose one of {', '.join(EVAL_TASKS)}"
+            f"unknown evaluation task {task!r}; choose one of {', '.join(TASK_RECORDS)}"
         ) from None
 
 
