@@ -190,13 +190,11 @@ def compose_rgb(image, choice: BandChoice) -> tuple[np.ndarray, str]:
             return image.to_rgb_uint8(list(choice.bands)), "bands " + ", ".join(
                 map(str, choice.bands)
             )
-        try:
-            return image.to_rgb_uint8(), "true colour" if image.count >= 3 else "gray"
-        except BandMismatchError:
-            sensor = detect_sensor(image.band_names)
-            if sensor is None:
-                raise
-            return make_composite(image, sensor, "true_color"), f"true colour ({sensor.name})"
+        rgb = image.to_rgb_uint8()  # the bands geoassist.sensors.select_bands picks
+        sensor = detect_sensor(image.band_names)
+        if sensor is not None and "red" not in {n.lower() for n in image.band_names}:
+            return rgb, f"true colour ({sensor.name})"
+        return rgb, "true colour" if image.count >= 3 else "gray"
     except (BandMismatchError, ConfigError) as exc:
         raise InputError(
             f"{exc}. Open 'Bands' and pick three bands (e.g. 4,3,2) or a sensor preset"
@@ -217,21 +215,6 @@ class Quicklook:
     bands_note: str
     band_names: tuple[str, ...]
     georeferenced: bool
-
-
-def _read_reduced(path: Path, out_size: tuple[int, int]):
-    """The whole raster read at ``out_size`` (GDAL uses overviews when the file has them)."""
-    import rasterio
-    from rasterio.enums import Resampling
-
-    from geoassist.io import Image, read_header
-
-    info = read_header(path)
-    with rasterio.open(path) as ds:
-        array = ds.read(
-            out_shape=(ds.count, out_size[1], out_size[0]), resampling=Resampling.average
-        )
-    return Image(np.moveaxis(array, 0, -1), list(info.band_names), nodata=info.nodata)
 
 
 def _describe(info, path_name: str) -> str:
@@ -273,18 +256,19 @@ def make_quicklook(
     and legible when the browser shows them at panel size.
     """
     from geoassist.app.overlays import fit_scale
-    from geoassist.io import load_image, read_header
+    from geoassist.io import open_raster
 
     path = Path(path)
     choice = choice or BandChoice()
     try:
-        info = read_header(path)
-        scale = fit_scale(info.size, max_side)
-        out_size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
-        if scale < 1 and _suffix(path) not in PILLOW_SUFFIXES:
-            image = _read_reduced(path, out_size)
-        else:
-            image = load_image(path)
+        # One windowed reader: the pixel limit holds for the reduced read too, before decoding.
+        with open_raster(path, folders=False, remote=False) as reader:
+            info = reader.info
+            scale = fit_scale(info.size, max_side)
+            out_size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
+            # GDAL reduces rasters (using their overviews); PNG/JPEG are resized after decoding.
+            reduced = scale < 1 and _suffix(path) not in PILLOW_SUFFIXES
+            image = reader.read(out_size=out_size if reduced else None)
     except ImageError as exc:
         raise InputError(f"{path.name}: {exc}") from None
     rgb, note = compose_rgb(image, choice)

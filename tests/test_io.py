@@ -18,7 +18,6 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import DatasetReader
 
-from geoassist import io as gio
 from geoassist.errors import (
     BandMismatchError,
     CorruptImageError,
@@ -29,6 +28,7 @@ from geoassist.errors import (
     UnsupportedImageError,
 )
 from geoassist.io import Image, ImageInfo, load_image, read_header
+from geoassist.raster import opening as raster_opening
 
 UTM_TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_200_000.0)
 UTM_CRS = CRS.from_epsg(32633)
@@ -586,7 +586,7 @@ def test_pillow_bomb_guard_becomes_our_error(
 ) -> None:
     (tmp_path / "huge.png").write_bytes(_huge_png_bytes())
     # When rasterio cannot open the file, Pillow's own guard is the last line of defence.
-    monkeypatch.setattr(gio, "_open_dataset", lambda *args: None)
+    monkeypatch.setattr(raster_opening, "_open_dataset", lambda *args: None)
     with pytest.raises(ImageTooLargeError, match="decompression-bomb"):
         load_image(tmp_path / "huge.png")
     assert issubclass(ImageTooLargeError, GeoAssistError)

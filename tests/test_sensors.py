@@ -24,6 +24,7 @@ from geoassist.sensors import (
     load_band_files,
     make_composite,
     prepare_for_encoder,
+    select_bands,
     spectral_index,
 )
 
@@ -168,10 +169,11 @@ def test_nodata_pixels_are_black_and_excluded_from_stats():
 
 def test_prepare_for_encoder_recognises_sentinel2(tiny_config):
     image = _ms_image(2)
-    with pytest.raises(BandMismatchError, match="sensor preset"):
-        image.to_rgb_uint8()  # io alone cannot tell which bands are R, G, B
     prepared = prepare_for_encoder(image, tiny_config.preprocess)
     assert prepared.band_names == ["red", "green", "blue"] and prepared.dtype == np.uint8
+    # One band choice and one stretch: the display composite is the encoder's input.
+    np.testing.assert_array_equal(image.to_rgb_uint8(), prepared.array)
+    assert select_bands(image.band_names) == [3, 2, 1]  # B04, B03, B02
     assert prepared.transform == image.transform and prepared.crs == image.crs
     cir = prepare_for_encoder(image, tiny_config.preprocess, composite="false_color")
     assert not np.array_equal(cir.array, prepared.array)
