@@ -261,3 +261,17 @@ def test_without_the_entry_nothing_knows_the_task():
         validate_record(record)
     with pytest.raises(UnknownEvalTask, match="unknown evaluation task 'height_qa'"):
         select_records([record], "height_qa")
+
+
+def test_the_data_docs_name_each_record_kinds_template():
+    text = (DOC.parent / "DATA.md").read_text(encoding="utf-8")
+    table = text[text.index("| record task | template | answer |") :].split("\n\n")[0]
+    seen = set()
+    for row in table.splitlines()[2:]:
+        kinds_cell, template_cell = row.split("|")[1:3]
+        template = re.findall(r"`([^`]+)`", template_cell)
+        for kind in re.findall(r"`([^`]+)`", kinds_cell):
+            spec = template_for_record_kind(kind)
+            assert (spec.name if spec else None) == (template[0] if template else None), kind
+            seen.add(kind)
+    assert seen == set(record_kinds())
