@@ -49,6 +49,11 @@ def load_records(n: int):
     return sample_records(records, n), root, source
 
 
+def differing(answers: dict) -> list:
+    """The settings whose answers differ from the one-at-a-time loop's (``answers["loop"]``)."""
+    return [key for key in answers if key != "loop" and answers[key] != answers["loop"]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mini")
@@ -147,6 +152,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<36} {'-' if key == 'loop' else key:>5} {rate[key]:>9.2f} {rate[key] / rate['loop']:>7.2f}x "
             f"{cpu_rate[key]:>12.2f} {cpu_rate[key] / cpu_rate['loop']:>7.2f}x  {same}"
         )
+    bad = differing(answers)
+    if bad:
+        # Batched answers must equal the loop's; a speed-up that changes answers is a bug.
+        print(
+            f"error: batch size(s) {', '.join(map(str, bad))} gave answers that differ from the "
+            "one-at-a-time loop",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -391,9 +391,9 @@ def run(args) -> dict[str, Any]:
     import torch
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from geoassist.commands.core import _quiet_transformers
+    from geoassist.util import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     model_name = args.model or default_model()
     t0 = time.perf_counter()
     hf, ga, pooled, model = build_sides(model_name, args.device)
@@ -583,10 +583,10 @@ def archive_main(args) -> dict[str, Any]:
     from PIL import Image
 
     from geoassist.assistant import Assistant
-    from geoassist.commands.batch import build_requests, collect_images, run_archive
-    from geoassist.commands.core import _quiet_transformers
+    from geoassist.batch import build_requests, collect_images, run_archive
+    from geoassist.util import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     model_name = args.model or default_model()
     assistant = Assistant.from_pretrained(model_name, device=args.device)
     assistant.reuse_prefix = False  # every image is new: nothing to reuse
@@ -625,6 +625,16 @@ def archive_main(args) -> dict[str, Any]:
         f"{'same answers' if row['same_answers'] else 'ANSWERS DIFFER'}"
     )
     return {"archive": row}
+
+
+def differing(results: dict[str, Any]) -> list[str]:
+    """The settings whose two sides gave different tokens (or answers): a void comparison."""
+    return [
+        key
+        for key, row in results.items()
+        if isinstance(row, dict)
+        and (row.get("same_tokens") is False or row.get("same_answers") is False)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -684,6 +694,15 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.json}")
+    bad = differing(results)
+    if bad:
+        # Timings of two computations that disagree compare nothing: fail, so CI notices.
+        print(
+            f"error: the two sides produced different tokens or answers in {', '.join(bad)}; "
+            "the timings compare different work (check the export and the generation settings)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

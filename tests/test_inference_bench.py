@@ -37,6 +37,65 @@ def test_inference_bench_compares_both_sides_on_the_same_tokens(tmp_path, capsys
     assert "followup" in capsys.readouterr().out
 
 
+def test_inference_bench_exits_non_zero_when_the_sides_differ(tmp_path, monkeypatch, capsys):
+    bench = _load("inference")
+    answer = bench.GeoAssistSide.answer
+
+    def off_by_one(self, *args, **kwargs):  # a broken export or generation path, simulated
+        return [[t + 1 for t in row] for row in answer(self, *args, **kwargs)]
+
+    monkeypatch.setattr(bench.GeoAssistSide, "answer", off_by_one)
+    out = tmp_path / "r.json"
+    args = ["--model", "tiny", "--runs", "1", "--new-tokens", "2", "--batches", "2"]
+    assert bench.main([*args, "--no-memory", "--json", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "TOKENS DIFFER" in captured.out and "single, batch2, followup" in captured.err
+    # the figures are still written, for whoever investigates
+    assert json.loads(out.read_text())["single"]["same_tokens"] is False
+
+
+def test_archive_bench_exits_non_zero_when_batched_answers_differ(tmp_path, monkeypatch):
+    import geoassist.batch
+
+    bench = _load("inference")
+    run_archive = geoassist.batch.run_archive
+
+    def garbled(assistant, requests, out, **kwargs):
+        run_archive(assistant, requests, out, **kwargs)
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        lines[0]["raw"] += " extra"
+        out.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    monkeypatch.setattr(geoassist.batch, "run_archive", garbled)
+    args = ["--model", "tiny", "--archive", "3", "--archive-batch", "2", "--new-tokens", "2"]
+    assert bench.main(args) == 1
+
+
+def test_eval_bench_agrees_with_the_loop_and_fails_when_it_does_not(monkeypatch, capsys):
+    bench = _load("bench_eval")
+    args = ["--model", "tiny", "--n", "4", "--max-new-tokens", "2", "--batch-sizes", "1", "3"]
+    assert bench.main([*args, "--repeats", "1"]) == 0
+    assert " NO" not in capsys.readouterr().out
+    assert bench.differing({"loop": ["a", "b"], 1: ["a", "b"], 8: ["a", "c"]}) == [8]
+
+    import geoassist.eval
+
+    evaluate = geoassist.eval.evaluate
+
+    def batch_bug(*a, **k):  # the harness answers the first item of a batch of 3 wrongly
+        report = evaluate(*a, **k)
+        if k.get("batch_size") == 3:
+            path = Path(a[4]) / "predictions.jsonl"
+            lines = [json.loads(line) for line in path.read_text().splitlines()]
+            lines[0]["prediction"] = "not what the loop said"
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        return report
+
+    monkeypatch.setattr(geoassist.eval, "evaluate", batch_bug)
+    assert bench.main([*args, "--repeats", "1"]) == 1
+    assert "batch size(s) 3 gave answers that differ" in capsys.readouterr().err
+
+
 def test_memory_worker_loads_each_side_and_answers(tmp_path, capsys, tiny_model):
     import numpy as np
 
