@@ -38,7 +38,6 @@ class DataArgs:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        _check(bool(self.train), "data.train needs at least one recipe output folder")
         _check(self.max_length >= 32, "data.max_length must be >= 32")
         _check(self.num_workers >= 0, "data.num_workers must be >= 0")
 
@@ -67,18 +66,83 @@ class OptimArgs:
         )
 
 
+DENSE_LOSSES = ("contrastive", "scene", "presence", "count", "semantic", "centre", "box", "change")
+
+
+@dataclass
+class DenseArgs:
+    """Stage 0's dense heads (geoassist.model.dense_heads) and the weight of each loss term."""
+
+    feature_path: str = "conv8"  # conv8: a stride-8 conv branch beside the ViT | tokens: the patch tokens
+    width: int = 64
+    weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "contrastive": 1.0, "scene": 1.0, "presence": 1.0, "count": 0.5,
+            "semantic": 1.0, "centre": 1.0, "box": 0.1, "change": 1.0,
+        }
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.feature_path in ("conv8", "tokens"), "stage0.dense.feature_path is conv8 or tokens")
+        _check(self.width >= 8, "stage0.dense.width must be >= 8")
+        unknown = sorted(set(self.weights) - set(DENSE_LOSSES))
+        _check(not unknown, f"unknown stage0.dense.weights {unknown}; known: {list(DENSE_LOSSES)}")
+        _check(all(float(v) >= 0 for v in self.weights.values()), "stage0.dense.weights must be >= 0")
+        self.weights = {k: float(self.weights.get(k, 0.0)) for k in DENSE_LOSSES}
+
+
+@dataclass
+class SynthArgs:
+    """GeoSynth samples for stage 0, from a reusable shard cache (train/synth_cache.py)."""
+
+    cache_dir: str = "~/.cache/geoassist/synth"
+    scenes: int = 2048  # HR scenes (samples start .. start + scenes of the seed sequence)
+    pairs: int = 512  # change pairs
+    start: int = 0  # first sample number: a continued run takes a new range
+    base_seed: int = 0
+    size: int = 256  # generated pixels (the tower's input size is the model's)
+    views: int = 1  # augmented views of every sample per epoch
+    augment: bool = True
+    min_zoom: float = 0.7  # the smallest zoom-in crop (scale / GSD jitter)
+    workers: int = 2  # generation processes
+    shard_size: int = 256  # samples per shard file
+    on_mismatch: str = "refuse"  # a cache from another GeoSynth version: refuse | regenerate
+
+    def __post_init__(self) -> None:
+        _check(self.scenes >= 0 and self.pairs >= 0 and self.scenes + self.pairs > 0,
+               "stage0.synth needs scenes or pairs (>= 1)")
+        _check(self.start >= 0 and self.views >= 1 and self.workers >= 1 and self.shard_size >= 1,
+               "stage0.synth start >= 0, views >= 1, workers >= 1, shard_size >= 1")
+        _check(0.2 <= self.min_zoom <= 1.0, "stage0.synth.min_zoom is in [0.2, 1]")
+        _check(self.on_mismatch in ("refuse", "regenerate"), "stage0.synth.on_mismatch is refuse or regenerate")
+
+
 @dataclass
 class Stage0Args:
-    """Contrastive image–text training of the vision tower."""
+    """Contrastive image–text training of the vision tower, optionally with dense heads."""
 
     text_encoder: str = (
         "minilm"  # "minilm" (bundled), a sentence-transformers path/hub id, or "open_clip"
     )
     loss: str = "clip"  # clip | siglip
     init_logit_scale: float = 2.659  # log(1/0.07), CLIP's initial temperature
+    dense: DenseArgs | None = None  # dense heads beside the contrastive loss (None: contrastive only)
+    synth: SynthArgs | None = None  # GeoSynth shard cache (with dense heads, instead of data.train)
+    real: list[dict[str, Any]] = field(default_factory=list)  # {source, path, name?} (train/dense_data.py)
+    real_weight: float = 0.2  # about this fraction of the samples are real
 
     def __post_init__(self) -> None:
         _check(self.loss in ("clip", "siglip"), "stage0.loss is clip or siglip")
+        if isinstance(self.dense, dict):
+            self.dense = _from_dict(DenseArgs, self.dense, "stage0.dense.")
+        if isinstance(self.synth, dict):
+            self.synth = _from_dict(SynthArgs, self.synth, "stage0.synth.")
+        _check(0.0 <= self.real_weight < 1.0, "stage0.real_weight is in [0, 1)")
+        for entry in self.real:
+            _check(isinstance(entry, dict) and "source" in entry and "path" in entry,
+                   "each stage0.real entry is a mapping with source and path")
+        _check(self.dense is not None or (self.synth is None and not self.real),
+               "stage0.synth and stage0.real feed the dense heads: set stage0.dense too")
 
 
 @dataclass
@@ -95,7 +159,7 @@ class TrainConfig:
     stage: int
     model: str  # preset name, checkpoint folder (e.g. the previous stage's output) or hub id
     out_dir: str
-    data: DataArgs
+    data: DataArgs = field(default_factory=DataArgs)
     optim: OptimArgs = field(default_factory=OptimArgs)
     stage0: Stage0Args = field(default_factory=Stage0Args)
     stage2: Stage2Args = field(default_factory=Stage2Args)
@@ -120,6 +184,17 @@ class TrainConfig:
             if isinstance(value, dict):
                 setattr(self, name, _from_dict(cls, value, f"{name}."))
         _check(self.stage in STAGES, f"stage must be one of {STAGES}")
+        dense0 = self.stage == 0 and self.stage0.dense is not None
+        _check(
+            bool(self.data.train) or dense0,
+            "data.train needs at least one recipe output folder (stage 0 with dense heads reads stage0.synth/real)",
+        )
+        _check(
+            not (dense0 and self.data.train),
+            "stage 0 with dense heads reads stage0.synth and stage0.real; leave data.train empty",
+        )
+        _check(not dense0 or self.stage0.synth is not None or bool(self.stage0.real),
+               "stage 0 with dense heads needs stage0.synth or stage0.real")
         _check(
             self.mixed_precision in ("auto", "no", "bf16", "fp16"),
             "mixed_precision is auto, no, bf16 or fp16",

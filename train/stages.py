@@ -112,16 +112,61 @@ class ContrastiveHead(nn.Module):
 
 
 class StageModule(nn.Module):
-    """The model plus whatever a stage adds (the contrastive head), so one module owns every parameter."""
+    """The model plus whatever a stage adds (the contrastive head, stage 0's dense heads), so one
+    module owns every parameter."""
 
-    def __init__(self, model: nn.Module, head: nn.Module | None = None):
+    def __init__(self, model: nn.Module, head: nn.Module | None = None, dense: nn.Module | None = None,
+                 dense_weights: dict[str, float] | None = None):
         super().__init__()
         self.model = model
         self.head = head
+        self.dense = dense
+        self.dense_weights = dict(dense_weights or {})
 
 
-def build_stage(stage: int, model, config) -> StageModule:
-    """Freeze and unfreeze for ``stage``; returns the module whose trainable parameters the optimizer sees."""
+def build_dense_heads(model, config, scene_spaces: dict[str, list[str]] | None = None):
+    """Stage 0's dense heads: those saved beside ``config.model`` when their design matches the
+    run's ``stage0.dense`` (a continued run), else new ones; ``scene_spaces`` adds real label spaces."""
+    from geoassist.model.dense_heads import (
+        DenseHeads,
+        DenseHeadsConfig,
+        has_dense_heads,
+        load_dense_heads,
+    )
+
+    args = config.stage0.dense
+    spaces = dict(DenseHeadsConfig().scene_spaces)
+    spaces.update(scene_spaces or {})
+    wanted = DenseHeadsConfig(feature_path=args.feature_path, width=args.width, scene_spaces=spaces)
+    folder = Path(str(config.model)).expanduser()
+    if folder.is_dir() and has_dense_heads(folder):
+        heads = load_dense_heads(folder)
+        same = (
+            heads.config.feature_path == wanted.feature_path
+            and heads.config.width == wanted.width
+            and heads.tower_width == model.vision.width
+            and all(heads.config.scene_spaces.get(k) == v for k, v in spaces.items())
+        )
+        if same:
+            logger.info("dense heads continue from %s", folder)
+            return heads
+        logger.warning("dense heads in %s have another design or label spaces: starting new heads", folder)
+    return DenseHeads(wanted, model.vision.width)
+
+
+def dense_grid(model, dense) -> int:
+    """Cells per side of the dense map for the model's input size."""
+    size = model.config.preprocess.image_size
+    stride = dense.stride_cells or model.vision.patch_size
+    if size % stride:
+        raise ConfigError(f"input size {size} is not a multiple of the dense map's stride {stride}")
+    return size // stride
+
+
+def build_stage(stage: int, model, config, scene_spaces: dict[str, list[str]] | None = None) -> StageModule:
+    """Freeze and unfreeze for ``stage``; returns the module whose trainable parameters the optimizer sees.
+
+    ``scene_spaces`` are the real scene label spaces stage 0's dense heads classify into."""
     model.requires_grad_(False)
     head = None
     if stage == 0:
@@ -140,6 +185,10 @@ def build_stage(stage: int, model, config) -> StageModule:
         )
         if isinstance(encoder, FrozenSentenceEncoder):
             encoder.requires_grad_(False)
+        if config.stage0.dense is not None:
+            dense = build_dense_heads(model, config, scene_spaces)
+            dense.requires_grad_(True)
+            return StageModule(model, head, dense, config.stage0.dense.weights)
     elif stage == 1:
         model.projector.requires_grad_(True)
     else:
@@ -165,6 +214,11 @@ def build_stage(stage: int, model, config) -> StageModule:
 
 def stage_loss(stage: int, module: StageModule, batch: dict) -> tuple[torch.Tensor, int]:
     """The loss of one micro-batch and the number of samples in it."""
+    if stage == 0 and module.dense is not None:
+        from geoassist.train.dense_loss import dense_stage0_loss
+
+        total, _ = dense_stage0_loss(module, batch)
+        return total, len(batch["text"])
     if stage == 0:
         features = module.model.vision.encode_image(batch["pixel_values"])
         return module.head.loss(features, batch["text"]), len(batch["text"])

@@ -181,7 +181,18 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
         (out_dir / "run_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     model = _build_model(config)
-    module = build_stage(config.stage, model, config)
+    stage0_sources = None
+    if config.stage == 0 and config.stage0.dense is not None:
+        from geoassist.train.dense_data import prepare_stage0
+
+        if main:  # one process fills the GeoSynth caches; the others read them
+            stage0_sources = prepare_stage0(config, fill=True)
+        accelerator.wait_for_everyone()
+        if not main:
+            stage0_sources = prepare_stage0(config, fill=False)
+    module = build_stage(
+        config.stage, model, config, stage0_sources.scene_spaces if stage0_sources else None
+    )
     if config.gradient_checkpointing:
         model.vision.grad_checkpointing = True
         model.vision.visual.set_grad_checkpointing(True)
@@ -189,7 +200,12 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
             model.lm.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
-    dataset, collate_fn = _datasets(config, model)
+    if stage0_sources is not None:
+        from geoassist.train.dense_data import collate_stage0, stage0_dataset
+
+        dataset, collate_fn = stage0_dataset(config, model, module.dense, stage0_sources), collate_stage0
+    else:
+        dataset, collate_fn = _datasets(config, model)
     world = accelerator.num_processes
     sampler = ResumableBatchSampler(
         [dataset.estimated_length(i) for i in range(len(dataset))],
@@ -319,6 +335,11 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
     model.eval()
     result.scores = _evaluate(config, model) if config.eval_tasks else {}
     result.final = _save_final(config, model, step, elapsed, n_trainable, result.scores)
+    if raw_module.dense is not None:
+        from geoassist.model.dense_heads import save_dense_heads
+
+        # pretraining-only heads travel beside the checkpoint, outside its inference path
+        save_dense_heads(raw_module.dense, result.final)
     return result
 
 

@@ -135,6 +135,39 @@ class VisionTower(nn.Module):
             x = x.transpose(0, 1)
         return x if self.config.use_cls_token else x[:, 1:]
 
+    def forward_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """One pass for stage 0: patch tokens of block ``feature_layer`` (B, N, width), the pooled
+        projected embedding that :meth:`encode_image` returns, and the patch grid (rows, cols).
+
+        The dense heads and the contrastive loss read the same forward pass; the tokens are
+        those the LM's projector reads (the class token is dropped).
+        """
+        visual = self.visual
+        x = visual.conv1(self.adapt(pixel_values).to(visual.conv1.weight.dtype))
+        grid = (int(x.shape[-2]), int(x.shape[-1]))
+        x = x.flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self._position_embedding(*grid).to(x.dtype)
+        x = visual.patch_dropout(x)
+        x = visual.ln_pre(x)
+        batch_first = getattr(visual.transformer, "batch_first", True)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        tokens = x
+        for index, block in enumerate(visual.transformer.resblocks):
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+            if index == self.num_blocks_used - 1:
+                tokens = x
+        if not batch_first:
+            x, tokens = x.transpose(0, 1), tokens.transpose(0, 1)
+        pooled, _ = visual._pool(x)
+        if visual.proj is not None:
+            pooled = pooled @ visual.proj
+        return tokens[:, 1:], pooled, grid
+
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """open_clip's pooled, projected image embedding (for contrastive training and retrieval)."""
         return self.visual(self.adapt(pixel_values))
