@@ -64,7 +64,6 @@ class Engine:
         self.load_s = load_s
         self.limits = limits or Limits()
         self.kb_name = kb_name
-        self._ask_params = set(inspect.signature(assistant.ask).parameters)
 
     @classmethod
     def load(
@@ -180,39 +179,35 @@ class Engine:
         return next((c.hint for c in all_task_choices() if c.task == task), "")
 
     # ---------------------------------------------------------------- asking
-    def ask_kwargs(self, choice: BandChoice) -> dict[str, Any]:
-        """Band options for :meth:`Assistant.ask`, as far as this library's ``ask`` takes them."""
-        out: dict[str, Any] = {}
-        if choice.bands:
-            out["bands"] = list(choice.bands)
-        if choice.sensor:
-            out["sensor"] = choice.sensor
-        if choice.composite:
-            out["composite"] = choice.composite
-        return out
+    def request(
+        self,
+        images: Sequence[Path],
+        prompt: str,
+        *,
+        task: str | None,
+        history: list[dict[str, str]] | None = None,
+        region: Sequence[float] | None = None,
+        choice: BandChoice | None = None,
+        cancel: Any = None,
+    ):
+        """Check what the user sent and build the :class:`~geoassist.request.AskRequest` for it."""
+        from geoassist.request import AskRequest
 
-    def _images_for_model(self, images: Sequence[Path], choice: BandChoice) -> tuple[list, dict]:
-        kwargs = self.ask_kwargs(choice)
-        if choice.uses_sensor and not {"sensor", "composite"} <= self._ask_params:
-            # An older ask(): compose the bands here, keeping the georeference.
-            from geoassist.app.inputs import compose_rgb
-            from geoassist.io import Image, load_image
-
-            composed = []
-            for path in images:
-                image = load_image(path)
-                rgb, _ = compose_rgb(image, choice)
-                composed.append(
-                    Image(
-                        rgb,
-                        ["red", "green", "blue"],
-                        transform=image.transform,
-                        crs=image.crs,
-                        source=image.source,
-                    )
-                )
-            return composed, {}
-        return [str(p) for p in images], kwargs
+        prompt = self.check(prompt, task, len(images), region)
+        choice = choice or BandChoice()
+        return AskRequest.build(
+            [str(p) for p in images] or None,
+            prompt,
+            task=task,
+            history=history or None,
+            region=list(region) if task == "region" and region is not None else None,
+            bands=list(choice.bands) if choice.bands else None,
+            sensor=choice.sensor or None,
+            composite=choice.composite or None,
+            max_new_tokens=self.limits.max_new_tokens,
+            stream=True,
+            cancel=cancel,
+        )
 
     def stream(
         self,
@@ -225,18 +220,10 @@ class Engine:
         choice: BandChoice | None = None,
     ):
         """Check the request, then start answering: an ``AnswerStream`` of text pieces."""
-        prompt = self.check(prompt, task, len(images), region)
-        sources, kwargs = self._images_for_model(images, choice or BandChoice())
-        return self.assistant.ask(
-            sources or None,
-            prompt,
-            task=task,
-            history=history or None,
-            region=list(region) if task == "region" and region is not None else None,
-            max_new_tokens=self.limits.max_new_tokens,
-            stream=True,
-            **kwargs,
+        request = self.request(
+            images, prompt, task=task, history=history, region=region, choice=choice
         )
+        return self.assistant.answer(request)
 
     def answer_text(
         self,

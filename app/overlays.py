@@ -258,11 +258,13 @@ def geometry_rows(answer: Any) -> list[list[Any]]:
         bounds = ", ".join(f"{v:.0f}" for v in _bounds(pixels))
         rows.append([len(rows) + 1, _label(item), kind, bounds, where])
 
-    for item in getattr(answer, "boxes", None) or []:
+    # The serialised geometry: pixel coordinates plus lon/lat when the answer is georeferenced.
+    geometry = answer.geometry() if answer is not None else {}
+    for item in geometry.get("boxes", []):
         add("box", item, _box_corners(item["box"]), "polygon_lonlat")
-    for item in getattr(answer, "obboxes", None) or []:
+    for item in geometry.get("obboxes", []):
         add("oriented box", item, item["corners"], "corners_lonlat")
-    for item in getattr(answer, "polygons", None) or []:
+    for item in geometry.get("polygons", []):
         if item.get("points"):
             add("polygon", item, item["points"], "points_lonlat")
     return rows

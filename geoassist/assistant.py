@@ -1,114 +1,42 @@
-"""The Python face of GeoAssist: ``Assistant.from_pretrained(...).ask(image, prompt)``."""
+"""The Python face of GeoAssist: ``Assistant.from_pretrained(...).ask(image, prompt)``.
+
+Every face builds one :class:`~geoassist.request.AskRequest` (``ask`` and ``ask_batch``
+from their keyword arguments) and hands it to :meth:`Assistant.answer`, which chooses
+once: a large scene goes to the planner in :mod:`geoassist.large`, anything else to the
+single-image core (:meth:`Assistant.answer_inputs`), which the planner also answers its
+tiles through. Nothing calls back into ``ask``.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from geoassist import formats
+from geoassist.answer import (
+    Answer,
+    AnswerBox,
+    AnswerMask,
+    AnswerOBox,
+    AnswerPolygon,
+    AnswerStream,
+)
 from geoassist.chat import IMAGE_SLOT, Message, collate, render, with_image_slots
 from geoassist.errors import ContextTooLongError, GeoAssistError, ImageSlotMismatchError
-from geoassist.prompts import TASKS, build_prompt
+from geoassist.large.route import answer_scene, large_scene
+from geoassist.prompts import build_prompt
+from geoassist.request import AskRequest
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "geoassist-mini"
 
-
-@dataclass
-class Answer:
-    """What the assistant answered, in text and in structure.
-
-    Boxes are ``{"label", "box": [x1, y1, x2, y2], "score"}`` in pixels of the
-    input image (the last image of a pair or series). When that image is
-    georeferenced, each geometry also carries map coordinates in the image's CRS
-    (``box_map``, ``polygon_map``…) and WGS84 lon/lat (``polygon_lonlat``…), and
-    ``geo`` describes the georeference; otherwise ``geo`` says that there is none
-    (see :mod:`geoassist.geo`). ``coverage`` says how a large scene was read
-    (tiles read, whether all of it was; see :mod:`geoassist.large`).
-    """
-
-    text: str
-    boxes: list[dict[str, Any]] = field(default_factory=list)
-    obboxes: list[dict[str, Any]] = field(default_factory=list)
-    polygons: list[dict[str, Any]] = field(default_factory=list)
-    mask: np.ndarray | None = None
-    citations: list[dict[str, Any]] = field(default_factory=list)
-    parse_errors: list[str] = field(default_factory=list)
-    raw: str = ""
-    task: str | None = None
-    image_size: tuple[int, int] | None = None
-    geo: dict[str, Any] | None = None
-    history: list[dict[str, str]] = field(default_factory=list, repr=False)
-    coverage: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "task": self.task,
-            "image_size": list(self.image_size) if self.image_size else None,
-            "boxes": self.boxes,
-            "obboxes": self.obboxes,
-            "polygons": self.polygons,
-            "mask": mask_to_rle(self.mask) if self.mask is not None else None,
-            "citations": self.citations,
-            "geo": self.geo,
-            "coverage": self.coverage,
-            "parse_errors": self.parse_errors,
-            "raw": self.raw,
-        }
-
-    def to_geojson(self, crs: str = "EPSG:4326") -> dict[str, Any]:
-        """The answer's geometry as a GeoJSON FeatureCollection (lon/lat; ``crs="native"``: the image's CRS).
-
-        Raises :class:`geoassist.geo.NotGeoreferencedError` for images without georeferencing.
-        """
-        from geoassist.geo import answer_to_geojson
-
-        return answer_to_geojson(self, crs=crs)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
-
-
-def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO-style uncompressed RLE (column-major run lengths, starting with a run of 0s)."""
-    flat = np.asarray(mask, dtype=bool).flatten(order="F")
-    changes = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
-    bounds = np.concatenate([[0], changes, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        counts = [0, *counts]
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
-
-
-def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    h, w = rle["size"]
-    values = np.zeros(sum(rle["counts"]), dtype=bool)
-    pos, on = 0, False
-    for n in rle["counts"]:
-        values[pos : pos + n] = on
-        pos += n
-        on = not on
-    return values.reshape((h, w), order="F")
-
-
-class AnswerStream:
-    """Iterate to receive the answer's text as it is generated; ``.answer`` holds the result afterwards."""
-
-    def __init__(self, chunks: Iterator[str]):
-        self._chunks = chunks
-        self.answer: Answer | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._chunks
+__all__ = ["DEFAULT_MODEL", "Answer", "AnswerStream", "AskRequest", "Assistant"]
 
 
 @dataclass
@@ -177,15 +105,9 @@ class Assistant:
         return self.model.config
 
     # --------------------------------------------------------------- inputs
-    def _load_images(self, image, images) -> list:
+    def _load_images(self, items: Sequence) -> list:
         from geoassist.io import load_image
 
-        items: list = []
-        if isinstance(image, (list, tuple)):
-            items.extend(image)
-        elif image is not None:
-            items.append(image)
-        items.extend(images or [])
         max_images = self.config.projector.max_images
         if len(items) > max_images:
             raise ImageSlotMismatchError(
@@ -229,29 +151,18 @@ class Assistant:
         messages.append(Message("user", text))
         return messages
 
-    # ------------------------------------------------------------------ ask
-    def _prepare(
-        self,
-        image=None,
-        prompt: str = "",
-        *,
-        images: Sequence | None = None,
-        task: str | None = None,
-        history: list[dict[str, str]] | None = None,
-        region: Sequence[float] | None = None,
-        bands: Sequence[str | int] | None = None,
-        sensor: str | None = None,
-        composite: str | None = None,
-        max_new_tokens: int = 256,
-    ) -> _Prepared:
+    def _prepare(self, request: AskRequest) -> _Prepared:
         from geoassist.sensors import prepare_for_encoder
 
+        opts = request.image_options
         loaded = [
-            prepare_for_encoder(im, self.config.preprocess, sensor=sensor, composite=composite)
-            for im in self._load_images(image, images)
+            prepare_for_encoder(
+                im, self.config.preprocess, sensor=opts.sensor, composite=opts.composite
+            )
+            for im in self._load_images(request.images)
         ]
-        if task is not None and task not in TASKS:
-            raise GeoAssistError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+        task, prompt = request.task, request.prompt
+        bands = list(opts.bands) if opts.bands is not None else None
         pixel_values = self._pixel_values(loaded, bands)
         image_size = loaded[-1].size if loaded else None
         passages = None
@@ -264,7 +175,7 @@ class Assistant:
 
                 context, passages = context_block(passages)
             messages = self._conversation(
-                prompt, task, history, len(loaded), region, image_size, context
+                prompt, task, request.history, len(loaded), request.region, image_size, context
             )
             try:
                 rendered = render(
@@ -274,7 +185,7 @@ class Assistant:
                     num_images=len(loaded),
                     image_token_id=self.model.image_token_id,
                     add_generation_prompt=True,
-                    max_length=max(self.config.lm.max_context - max_new_tokens, 1),
+                    max_length=max(self.config.lm.max_context - request.max_new_tokens, 1),
                 )
             except ContextTooLongError:
                 if not passages:
@@ -298,20 +209,18 @@ class Assistant:
                 image, embedder = loaded[-1], self._kb_image_embedder
         return self.kb.search(prompt, image=image, image_embedder=embedder, k=self.kb_k)
 
-    def _sampling(self, do_sample: bool, temperature: float, top_p: float, seed: int | None):
-        from geoassist.model.vlm import SamplingConfig
+    def _generator(self, seed: int | None) -> torch.Generator | None:
+        if seed is None:
+            return None
+        return torch.Generator(device=self.device).manual_seed(seed)
 
-        generator = (
-            torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-        )
-        return SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p), generator
-
-    def _finish(self, tokens: list[int], prepared: _Prepared) -> Answer:
+    def _finish(self, tokens: list[int], prepared: _Prepared, stopped: bool = False) -> Answer:
         model = self.model
         raw = model.tokenizer.decode(
             [t for t in tokens if t != model.end_token_id], skip_special_tokens=True
         )
         answer = self._answer(raw.strip(), prepared.task, prepared.loaded, prepared.messages)
+        answer.stopped = stopped
         if prepared.passages is not None:
             from geoassist.rag import citations
 
@@ -322,210 +231,208 @@ class Assistant:
             ]
         return answer
 
-    def ask(
-        self,
-        image=None,
-        prompt: str = "",
-        *,
-        images: Sequence | None = None,
-        task: str | None = None,
-        history: list[dict[str, str]] | None = None,
-        region: Sequence[float] | None = None,
-        bands: Sequence[str | int] | None = None,
-        sensor: str | None = None,
-        composite: str | None = None,
-        max_new_tokens: int = 256,
-        do_sample: bool = False,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        seed: int | None = None,
-        stream: bool = False,
-        max_tiles: int | None = None,
-        tiling=None,
-    ) -> Answer | AnswerStream:
+    # ------------------------------------------------------------------ ask
+    def ask(self, image=None, prompt: str = "", **options: Any) -> Answer | AnswerStream:
         """Answer ``prompt`` about ``image`` (a path, PIL image, array or bytes; a list for a pair/series).
 
+        ``options`` are :meth:`AskRequest.build <geoassist.request.AskRequest.build>`'s:
         ``task`` picks a documented prompt template (``caption``, ``vqa``, ``classify``,
         ``ground``, ``detect``, ``refer``, ``region``, ``change``, ``segment``…) with
         ``prompt`` as its argument; without it, ``prompt`` is sent as written.
-        ``history`` continues a conversation (pass ``answer.history``). With
-        ``stream=True`` the result is an :class:`AnswerStream` of text pieces.
+        ``history`` continues a conversation (pass ``answer.history``); ``region`` is a
+        pixel box for the region task. With ``stream=True`` the result is an
+        :class:`AnswerStream` of text pieces.
 
-        ``sensor`` (a :mod:`geoassist.sensors` preset) and ``composite`` (``true_color``,
-        ``false_color``, ``ndvi``…) choose how multispectral bands become the encoder's input.
-        An image larger than the encoder's input (a path, URL, band folder or array) is read
-        in windows and tiled (:mod:`geoassist.large`): at most ``max_tiles`` tiles
-        (default 64; 0 answers from a downscaled overview), more options in ``tiling``
-        (a :class:`~geoassist.large.plan.TilingOptions` or dict; ``False`` loads and resizes the
-        image as a small one); ``Answer.coverage`` says what was read.
+        ``bands``, ``sensor`` (a :mod:`geoassist.sensors` preset) and ``composite``
+        (``true_color``, ``false_color``, ``ndvi``…) choose how multispectral bands become
+        the encoder's input. ``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``
+        and ``seed`` choose how tokens are generated. An image larger than the encoder's
+        input (a path, URL, band folder or array) is read in windows and tiled
+        (:mod:`geoassist.large`): at most ``max_tiles`` tiles (default 64; 0 answers from a
+        downscaled overview), more options in ``tiling`` (a
+        :class:`~geoassist.request.TilingOptions` or dict; ``False`` loads and resizes the
+        image as a small one); ``Answer.coverage`` says what was read. ``cancel`` (a
+        :class:`~geoassist.request.CancelToken`) stops generation and tiling early;
+        ``progress(done, total)`` is called as tiles are answered.
         """
-        from geoassist.large.answer import answer_if_large
+        return self.answer(AskRequest.build(image, prompt, **options))
 
-        large = answer_if_large(
-            self, image, images, prompt, task=task, history=history, region=region,
-            bands=bands, sensor=sensor, composite=composite, max_new_tokens=max_new_tokens,
-            do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
-            max_tiles=max_tiles, tiling=tiling,
-        )  # fmt: skip
-        if large is not None:
-            if not stream:
-                return large
-            result = AnswerStream(iter([large.text]))
-            result.answer = large
-            return result
-        prepared = self._prepare(
-            image,
-            prompt,
-            images=images,
-            task=task,
-            history=history,
-            region=region,
-            bands=bands,
-            sensor=sensor,
-            composite=composite,
-            max_new_tokens=max_new_tokens,
-        )
+    def ask_batch(
+        self, requests: Sequence[dict[str, Any] | AskRequest], *, batch_size: int = 8,
+        **options: Any,
+    ) -> list[Answer]:  # fmt: skip
+        """Answer many requests, ``batch_size`` at a time in one left-padded generate call each.
+
+        Each request is an :class:`~geoassist.request.AskRequest` or a dict of :meth:`ask`
+        arguments (``image``, ``prompt`` and optionally ``images``, ``task``, ``history``,
+        ``region``, ``bands``, ``sensor``, ``composite``, ``max_tiles``, ``tiling``);
+        ``options`` (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``,
+        ``seed``…) apply to every dict. Large scenes are answered one by one through their
+        tiles. Answers come back in request order.
+        """
+        if batch_size < 1:
+            raise GeoAssistError(f"batch_size must be at least 1, got {batch_size}")
+        built = [
+            r if isinstance(r, AskRequest) else AskRequest.build(**{**options, **r})
+            for r in requests
+        ]
+        if any(r.stream for r in built):
+            raise GeoAssistError("ask_batch does not stream; use ask(..., stream=True)")
+        scenes = [large_scene(self.config, r) for r in built]
+        answers: list[Answer | None] = [
+            answer_scene(self, r, scene) if scene is not None else None
+            for r, scene in zip(built, scenes, strict=True)
+        ]
+        small = [i for i, scene in enumerate(scenes) if scene is None]
+        if small:
+            done = self.answer_inputs([built[i] for i in small], batch_size=batch_size)
+            for i, answer in zip(small, done, strict=True):
+                answers[i] = answer
+        return answers  # type: ignore[return-value]
+
+    def answer(self, request: AskRequest) -> Answer | AnswerStream:
+        """Answer one request: a large scene through the planner, anything else through the core."""
+        scene = large_scene(self.config, request)
+        if scene is not None:
+            answer = answer_scene(self, request, scene)
+            return AnswerStream.of(answer) if request.stream else answer
+        prepared = self._prepare(request)
         model = self.model
         batch = collate([prepared.rendered], model.pad_token_id)
-        sampling, generator = self._sampling(do_sample, temperature, top_p, seed)
         steps = model.generate_steps(
             batch["input_ids"].to(self.device),
             batch["attention_mask"].to(self.device),
             prepared.pixel_values,
-            max_new_tokens=max_new_tokens,
-            sampling=sampling,
-            generator=generator,
+            max_new_tokens=request.max_new_tokens,
+            sampling=request.sampling,
+            generator=self._generator(request.seed),
             prefix_cache=self._prefix_cache(),
         )
-        if not stream:
-            return self._finish([int(step[0]) for step in steps], prepared)
+        if request.stream:
+            return self._stream(steps, prepared, request)
+        tokens: list[int] = []
+        stopped = False
+        try:
+            for step in steps:
+                tokens.append(int(step[0]))
+                if request.cancelled and tokens[-1] != model.end_token_id:
+                    stopped = True
+                    break
+        finally:
+            steps.close()
+        return self._finish(tokens, prepared, stopped)
 
+    def _stream(self, steps, prepared: _Prepared, request: AskRequest) -> AnswerStream:
+        model = self.model
         result = AnswerStream(iter(()))
 
         def chunks() -> Iterator[str]:
             tokens: list[int] = []
             shown = ""
-            for step in steps:
-                token = int(step[0])
-                if token == model.end_token_id:
-                    break
-                tokens.append(token)
-                text = model.tokenizer.decode(tokens, skip_special_tokens=True)
-                # Hold back a trailing partial UTF-8 sequence until it is complete.
-                if text.endswith("\ufffd"):
-                    continue
-                if len(text) > len(shown):
-                    yield text[len(shown) :]
-                    shown = text
-            steps.close()
-            result.answer = self._finish(tokens, prepared)
+            stopped = False
+            try:
+                for step in steps:
+                    token = int(step[0])
+                    if token == model.end_token_id:
+                        break
+                    tokens.append(token)
+                    text = model.tokenizer.decode(tokens, skip_special_tokens=True)
+                    # Hold back a trailing partial UTF-8 sequence until it is complete.
+                    if not text.endswith("\ufffd") and len(text) > len(shown):
+                        yield text[len(shown) :]
+                        shown = text
+                    if request.cancelled:
+                        stopped = True
+                        break
+            finally:
+                steps.close()
+            result.answer = self._finish(tokens, prepared, stopped)
 
         result._chunks = chunks()
         return result
 
-    def ask_batch(
-        self,
-        requests: Sequence[dict[str, Any]],
-        *,
-        batch_size: int = 8,
-        max_new_tokens: int = 256,
-        do_sample: bool = False,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        seed: int | None = None,
-    ) -> list[Answer]:
-        """Answer many requests, ``batch_size`` at a time in one left-padded generate call each.
+    # ------------------------------------------------------------------ core
+    def answer_inputs(self, requests: Sequence[AskRequest], *, batch_size: int = 8) -> list[Answer]:
+        """The single-image core: answer requests as they are, ``batch_size`` per generate call.
 
-        Each request is a dict of :meth:`ask` arguments: ``image``, ``prompt`` and
-        optionally ``images``, ``task``, ``history``, ``region``, ``bands``, ``sensor``,
-        ``composite``, ``max_tiles``, ``tiling``. Large scenes are answered one by one
-        through their tiles. Answers come back in request order.
+        Images are loaded whole and resized to the encoder's input; nothing is tiled (the
+        large-scene planner answers its overview and tiles through here). Requests that share
+        generation settings are batched together; a cancelled request stops collecting tokens
+        and its answer is marked ``stopped``.
         """
-        from geoassist.large.answer import answer_if_large
+        answers: list[Answer | None] = [None] * len(requests)
+        generators: dict[int | None, torch.Generator | None] = {}
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            key = (repr(r.sampling), r.seed, r.max_new_tokens)
+            groups.setdefault(key, []).append(i)
+        for indices in groups.values():
+            first = requests[indices[0]]
+            if first.seed not in generators:
+                generators[first.seed] = self._generator(first.seed)
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                done = self._generate_batch([requests[i] for i in chunk], generators[first.seed])
+                for i, answer in zip(chunk, done, strict=True):
+                    answers[i] = answer
+        return answers  # type: ignore[return-value]
 
-        gen = dict(do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed)
-        large = [
-            answer_if_large(
-                self, req.get("image"), req.get("images"), req.get("prompt", ""),
-                **{k: v for k, v in req.items() if k not in ("image", "images", "prompt")},
-                max_new_tokens=max_new_tokens, **gen,
-            )  # fmt: skip
-            for req in requests
-        ]
-        if any(a is not None for a in large):
-            small = [req for req, a in zip(requests, large, strict=True) if a is None]
-            answered = iter(
-                self.ask_batch(small, batch_size=batch_size, max_new_tokens=max_new_tokens, **gen)
-                if small
-                else []
-            )
-            return [a if a is not None else next(answered) for a in large]
-        requests = [
-            {k: v for k, v in req.items() if k not in ("max_tiles", "tiling")} for req in requests
-        ]
+    def _generate_batch(self, requests: Sequence[AskRequest], generator) -> list[Answer]:
         model = self.model
-        sampling, generator = self._sampling(do_sample, temperature, top_p, seed)
-        answers: list[Answer] = []
-        for start in range(0, len(requests), batch_size):
-            prepared = [
-                self._prepare(**req, max_new_tokens=max_new_tokens)
-                for req in requests[start : start + batch_size]
-            ]
-            batch = collate([p.rendered for p in prepared], model.pad_token_id)
-            pixels = [p.pixel_values for p in prepared if p.pixel_values is not None]
-            rows = model.generate(
-                batch["input_ids"].to(self.device),
-                batch["attention_mask"].to(self.device),
-                torch.cat(pixels) if pixels else None,
-                max_new_tokens=max_new_tokens,
-                sampling=sampling,
-                generator=generator,
-            )
-            answers += [self._finish(row, p) for row, p in zip(rows, prepared, strict=True)]
-        return answers
+        first = requests[0]
+        prepared = [self._prepare(r) for r in requests]
+        batch = collate([p.rendered for p in prepared], model.pad_token_id)
+        pixels = [p.pixel_values for p in prepared if p.pixel_values is not None]
+        rows: list[list[int]] = [[] for _ in requests]
+        done = [False] * len(requests)
+        stopped = [False] * len(requests)
+        steps = model.generate_steps(
+            batch["input_ids"].to(self.device),
+            batch["attention_mask"].to(self.device),
+            torch.cat(pixels) if pixels else None,
+            max_new_tokens=first.max_new_tokens,
+            sampling=first.sampling,
+            generator=generator,
+        )
+        try:
+            for tokens in steps:
+                for i, token in enumerate(tokens.tolist()):
+                    if not done[i]:
+                        rows[i].append(token)
+                        done[i] = token == model.end_token_id
+                for i, r in enumerate(requests):
+                    if not done[i] and r.cancelled:
+                        done[i] = stopped[i] = True
+                if all(done):
+                    break
+        finally:
+            steps.close()
+        return [self._finish(row, p, s) for row, p, s in zip(rows, prepared, stopped, strict=True)]
 
     def _answer(
         self, raw: str, task: str | None, loaded: Sequence, messages: list[Message]
     ) -> Answer:
+        from geoassist.geo import Georef
+
         history = [{"role": m.role, "content": m.content} for m in messages[1:]]
         history.append({"role": "assistant", "content": raw})
         if not loaded:
             return Answer(text=raw, raw=raw, task=task, history=history)
         image = loaded[-1]
         parsed = formats.parse(raw, image.size)
-        answer = Answer(
+        return Answer(
             text=parsed.text,
-            boxes=[
-                {"label": b.label, "box": [round(v, 2) for v in b.box], "score": b.score}
-                for b in parsed.boxes
-            ],
+            boxes=[AnswerBox(b.label, b.box, b.score) for b in parsed.boxes],
             obboxes=[
-                {
-                    "label": o.label,
-                    "obox": [
-                        round(o.cx, 2),
-                        round(o.cy, 2),
-                        round(o.w, 2),
-                        round(o.h, 2),
-                        round(o.angle_deg, 2),
-                    ],
-                    "corners": np.round(o.corners(), 2).tolist(),
-                    "score": o.score,
-                }
+                AnswerOBox(o.label, o.cx, o.cy, o.w, o.h, o.angle_deg, o.score)
                 for o in parsed.obboxes
             ],
-            polygons=[
-                {"label": p.label, "points": [[round(x, 2), round(y, 2)] for x, y in p.points]}
-                for p in parsed.polygons
-            ],
-            mask=parsed.mask,
+            polygons=[AnswerPolygon(p.label, list(p.points)) for p in parsed.polygons],
+            masks=[AnswerMask(parsed.mask)] if parsed.mask is not None else [],
             parse_errors=list(parsed.errors),
             raw=raw,
             task=task,
             image_size=image.size,
+            georef=Georef.from_image(image),
             history=history,
         )
-        from geoassist.geo import Georef, add_map_geometry
-
-        add_map_geometry(answer, Georef.from_image(image))
-        return answer

@@ -7,9 +7,9 @@ pixel ``(col, row)`` is ``(col + 0.5, row + 0.5)`` and a box ``[x1, y1, x2, y2]`
 raster's affine geotransform plus its CRS; map coordinates are in that CRS,
 lon/lat in WGS84 (EPSG:4326) in longitude, latitude order, as GeoJSON wants.
 
-An image without a geotransform has no map coordinates: :func:`add_map_geometry`
-says so in ``Answer.geo`` and :func:`answer_to_geojson` raises
-:class:`NotGeoreferencedError` instead of inventing coordinates. An image with a
+An image without a geotransform has no map coordinates: ``Answer.geo`` says so
+(:func:`not_georeferenced`) and GeoJSON output raises :class:`NotGeoreferencedError`
+instead of inventing coordinates. An image with a
 geotransform but no CRS (a world file without a ``.prj``) has map coordinates but
 no lon/lat.
 """
@@ -20,7 +20,7 @@ import functools
 import json
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import shapely
@@ -31,15 +31,13 @@ from shapely.geometry.polygon import orient
 
 from geoassist.errors import GeoAssistError
 
-if TYPE_CHECKING:
-    from geoassist.assistant import Answer
-
 __all__ = [
     "WGS84",
     "Georef",
     "NotGeoreferencedError",
-    "add_map_geometry",
     "answer_to_geojson",
+    "feature_collection",
+    "map_fields",
     "mask_to_polygons",
     "not_georeferenced",
     "write_geojson",
@@ -291,48 +289,43 @@ def _exterior(geom: Polygon) -> list[tuple[float, float]]:
     return list(geom.exterior.coords)[:-1]
 
 
-def add_map_geometry(answer: Answer, georef: Georef | None) -> None:
-    """Give every geometry of ``answer`` its map and lon/lat coordinates (in place).
+def map_fields(georef: Georef, kind: str, item: dict[str, Any]) -> dict[str, Any]:
+    """The map and lon/lat coordinates of one pixel geometry (a new dict; ``item`` is not changed).
 
-    Boxes get ``box_map`` (min x, min y, max x, max y in the CRS), ``polygon_map``
-    (the four corners) and, with a CRS, ``polygon_lonlat`` and ``bbox_lonlat``;
-    oriented boxes get ``corners_map``/``corners_lonlat``; polygons
-    ``points_map``/``points_lonlat``. ``answer.geo`` describes the georeference,
-    or says that there is none. A mosaicked mask that is coarser than the image
-    keeps its own transform in ``answer.geo["mask_transform"]``.
+    ``kind`` is ``box`` (``item["box"]``), ``obox`` (``item["corners"]``) or ``polygon``
+    (``item["points"]``). Boxes get ``box_map`` (min x, min y, max x, max y in the CRS),
+    ``polygon_map`` (the four corners) and, with a CRS, ``polygon_lonlat`` and
+    ``bbox_lonlat``; oriented boxes get ``corners_map``/``corners_lonlat``; polygons
+    ``points_map``/``points_lonlat``.
     """
-    if georef is None:
-        answer.geo = not_georeferenced()
-        return
     lonlat = georef.has_lonlat
-    for item in answer.boxes:
-        x1, y1, x2, y2 = item["box"]
-        shape = box(x1, y1, x2, y2)
+    out: dict[str, Any] = {}
+    if kind == "box":
+        shape = box(*item["box"])
         in_map = georef.geometry_to_map(shape)
-        item["box_map"] = [round(v, MAP_DECIMALS) for v in in_map.bounds]
-        item["polygon_map"] = _rounded(_exterior(in_map), MAP_DECIMALS)
+        out["box_map"] = [round(v, MAP_DECIMALS) for v in in_map.bounds]
+        out["polygon_map"] = _rounded(_exterior(in_map), MAP_DECIMALS)
         if lonlat:
             ll = georef.geometry_to_lonlat(shape)
-            item["polygon_lonlat"] = _rounded(_exterior(ll), LONLAT_DECIMALS)
-            item["bbox_lonlat"] = [round(v, LONLAT_DECIMALS) for v in ll.bounds]
-    for item in answer.obboxes:
+            out["polygon_lonlat"] = _rounded(_exterior(ll), LONLAT_DECIMALS)
+            out["bbox_lonlat"] = [round(v, LONLAT_DECIMALS) for v in ll.bounds]
+    elif kind == "obox":
         shape = _ring(item["corners"])
-        item["corners_map"] = _rounded(_exterior(georef.geometry_to_map(shape)), MAP_DECIMALS)
+        out["corners_map"] = _rounded(_exterior(georef.geometry_to_map(shape)), MAP_DECIMALS)
         if lonlat:
-            item["corners_lonlat"] = _rounded(
+            out["corners_lonlat"] = _rounded(
                 _exterior(georef.geometry_to_lonlat(shape)), LONLAT_DECIMALS
             )
-    for item in answer.polygons:
-        pts = np.asarray(item["points"], dtype=float)
+    elif kind == "polygon":
+        pts = np.asarray(item["points"], dtype=float).reshape(-1, 2)
         xs, ys = georef.pixel_to_map(pts[:, 0], pts[:, 1])
-        item["points_map"] = _rounded(np.column_stack([xs, ys]), MAP_DECIMALS)
+        out["points_map"] = _rounded(np.column_stack([xs, ys]), MAP_DECIMALS)
         if lonlat:
             lon, lat = georef.map_to_lonlat(xs, ys)
-            item["points_lonlat"] = _rounded(np.column_stack([lon, lat]), LONLAT_DECIMALS)
-    previous = answer.geo or {}
-    answer.geo = georef.describe()
-    if "mask_transform" in previous:
-        answer.geo["mask_transform"] = previous["mask_transform"]
+            out["points_lonlat"] = _rounded(np.column_stack([lon, lat]), LONLAT_DECIMALS)
+    else:
+        raise ValueError(f"unknown geometry kind {kind!r}; expected box, obox or polygon")
+    return out
 
 
 def mask_to_polygons(mask: np.ndarray, transform: Affine) -> list[Any]:
@@ -346,20 +339,22 @@ def mask_to_polygons(mask: np.ndarray, transform: Affine) -> list[Any]:
     return [shapely.geometry.shape(geom) for geom, value in shapes if value == 1]
 
 
-def answer_to_geojson(answer: Answer, *, crs: str = "EPSG:4326") -> dict[str, Any]:
-    """A GeoJSON FeatureCollection of the answer's boxes, oriented boxes, polygons and mask.
+def feature_collection(
+    georef: Georef,
+    features: list[tuple[str, Any, dict[str, Any], Georef | None]],
+    *,
+    crs: str = "EPSG:4326",
+    properties: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection of pixel geometries placed on the map by ``georef``.
 
-    ``crs="EPSG:4326"`` (the default, RFC 7946) writes lon/lat; ``crs="native"``
-    writes the raster's own CRS and names it in a ``crs`` member (the pre-RFC
-    convention GDAL and QGIS read). Exterior rings run counter-clockwise.
-    Each feature's properties hold ``kind`` (box, obox, polygon, mask), ``label``,
-    ``score`` and the pixel geometry. Raises :class:`NotGeoreferencedError` when
-    the image has no georeferencing (or, for lon/lat, no CRS).
+    Each feature is ``(kind, shapely geometry in pixels, properties, own georef or None)``;
+    a feature's own georef (a mask coarser than the image) replaces ``georef`` for it.
+    ``crs="EPSG:4326"`` (the default, RFC 7946) writes lon/lat; ``crs="native"`` writes the
+    raster's own CRS and names it in a ``crs`` member (the pre-RFC convention GDAL and QGIS
+    read). Exterior rings run counter-clockwise. Raises :class:`NotGeoreferencedError` for
+    lon/lat without a CRS.
     """
-    geo = answer.geo or {}
-    if not geo.get("georeferenced"):
-        raise NotGeoreferencedError(geo.get("note") or _NOT_GEOREFERENCED)
-    georef = Georef.from_dict(geo)
     native = crs == "native"
     if not native:
         if _crs(crs) != WGS84:
@@ -369,71 +364,25 @@ def answer_to_geojson(answer: Answer, *, crs: str = "EPSG:4326") -> dict[str, An
             )
         georef._require_crs()
     decimals = MAP_DECIMALS if native else LONLAT_DECIMALS
-
-    def place(shape: Any, geo_ref: Georef = georef) -> Any:
-        out = geo_ref.geometry_to_map(shape) if native else geo_ref.geometry_to_lonlat(shape)
-        return _ccw(shapely.set_precision(out, 10.0 ** (-decimals)))
-
-    features: list[dict[str, Any]] = []
-
-    def add(kind: str, shape: Any, props: dict[str, Any]) -> None:
-        geometry = place(shape)
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": mapping(geometry),
-                "properties": {"kind": kind, **props},
-            }
+    out: list[dict[str, Any]] = []
+    for kind, shape, props, own in features:
+        ref = own or georef
+        placed = ref.geometry_to_map(shape) if native else ref.geometry_to_lonlat(shape)
+        placed = _ccw(shapely.set_precision(placed, 10.0 ** (-decimals)))
+        out.append(
+            {"type": "Feature", "geometry": mapping(placed), "properties": {"kind": kind, **props}}
         )
-
-    for item in answer.boxes:
-        props = {"label": item.get("label"), "score": item.get("score"), "box_px": item["box"]}
-        props.update(_extra(item))
-        add("box", box(*item["box"]), props)
-    for item in answer.obboxes:
-        props = {"label": item.get("label"), "score": item.get("score"), "obox_px": item["obox"]}
-        props.update(_extra(item))
-        add("obox", _ring(item["corners"]), props)
-    for item in answer.polygons:
-        if len(item["points"]) >= 3:
-            props = {"label": item.get("label"), "points_px": item["points"]}
-            props.update(_extra(item))
-            add("polygon", shapely.make_valid(_ring(item["points"])), props)
-    if answer.mask is not None:
-        mask_geo = geo.get("mask_transform")
-        mask_ref = georef if mask_geo is None else Georef(Affine(*mask_geo[:6]), georef.crs)
-        parts = mask_to_polygons(answer.mask, Affine.identity())
-        if parts:
-            union = shapely.unary_union(parts)
-            geometry = place(union, mask_ref)
-            features.append(
-                {
-                    "type": "Feature",
-                    "geometry": mapping(geometry),
-                    "properties": {
-                        "kind": "mask",
-                        "label": answer.task,
-                        "area_px": int(answer.mask.sum()),
-                    },
-                }
-            )
-    collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    collection: dict[str, Any] = {"type": "FeatureCollection", "features": out}
     if native:
         collection["crs"] = {"type": "name", "properties": {"name": _ogc_urn(georef.crs)}}
-    collection["properties"] = {
-        "task": answer.task,
-        "text": answer.text,
-        "image_size": list(answer.image_size) if answer.image_size else None,
-        "source_crs": geo.get("crs"),
-    }
-    coverage = getattr(answer, "coverage", None)
-    if coverage:
-        collection["properties"]["coverage"] = {
-            k: coverage[k]
-            for k in ("complete", "tiles_read", "tiles_total", "note")
-            if k in coverage
-        }
+    if properties is not None:
+        collection["properties"] = properties
     return collection
+
+
+def answer_to_geojson(answer: Any, *, crs: str = "EPSG:4326") -> dict[str, Any]:
+    """``answer.to_geojson(crs=crs)``: see :meth:`geoassist.answer.Answer.to_geojson`."""
+    return answer.to_geojson(crs=crs)
 
 
 def _ccw(geom: Any) -> Any:
@@ -445,13 +394,6 @@ def _ccw(geom: Any) -> Any:
     return geom
 
 
-_EXTRA_KEYS = ("source", "tiles")
-
-
-def _extra(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: item[k] for k in _EXTRA_KEYS if k in item}
-
-
 def _ogc_urn(crs: CRS | None) -> str | None:
     if crs is None:
         return None
@@ -459,12 +401,12 @@ def _ogc_urn(crs: CRS | None) -> str | None:
     return f"urn:ogc:def:crs:EPSG::{epsg}" if epsg is not None else crs.to_wkt()
 
 
-def write_geojson(answer: Answer, path: Any, *, crs: str = "EPSG:4326") -> None:
-    """Write :func:`answer_to_geojson` to ``path`` (UTF-8, atomically replaced)."""
+def write_geojson(answer: Any, path: Any, *, crs: str = "EPSG:4326") -> None:
+    """Write ``answer.to_geojson(crs=crs)`` to ``path`` (UTF-8, atomically replaced)."""
     from pathlib import Path
 
     path = Path(path)
-    text = json.dumps(answer_to_geojson(answer, crs=crs), ensure_ascii=False, indent=1) + "\n"
+    text = json.dumps(answer.to_geojson(crs=crs), ensure_ascii=False, indent=1) + "\n"
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

@@ -23,7 +23,7 @@ from geoassist.app.inputs import (
     stage_uploads,
 )
 from geoassist.assistant import Answer
-from geoassist.geo import Georef, add_map_geometry
+from geoassist.geo import Georef
 from geoassist.io import Image, load_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def test_region_from_clicks_orders_corners_and_refuses_lines():
 def _georeferenced(answer: Answer) -> Answer:
     # 10 m pixels in UTM 33N, upper-left corner at (500000, 4649800).
     georef = Georef(Affine(10, 0, 500000, 0, -10, 4649800), CRS.from_epsg(32633), 200, 100)
-    add_map_geometry(answer, georef)
+    answer.georef = georef
     return answer
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from geoassist.assistant import Answer, AnswerStream, Assistant, mask_to_rle, rle_to_mask
+from geoassist.assistant import Answer, AnswerStream, Assistant
 from geoassist.cli import main
 from geoassist.errors import (
     ContextTooLongError,
@@ -16,6 +16,7 @@ from geoassist.errors import (
     ImageNotFoundError,
     ImageSlotMismatchError,
 )
+from geoassist.rle import mask_to_rle, rle_to_mask
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ def assistant(tiny_model):
 
 
 def test_collect_images_from_folder_list_and_files(archive, tmp_path):
-    from geoassist.commands.batch import collect_images
+    from geoassist.batch import collect_images
 
     folder, paths = archive
     assert collect_images([folder]) == paths
@@ -83,7 +83,7 @@ def test_prompts_file_crosses_every_image_with_every_prompt(archive, tmp_path):
 
 
 def test_resume_skips_answered_ids_and_survives_a_torn_line(archive, tmp_path, assistant):
-    from geoassist.commands.batch import build_requests, collect_images, run_archive
+    from geoassist.batch import build_requests, collect_images, run_archive
 
     folder, paths = archive
     requests = build_requests(collect_images([folder]), ["What is this?"])
@@ -109,7 +109,7 @@ def test_resume_skips_answered_ids_and_survives_a_torn_line(archive, tmp_path, a
 
 
 def test_batched_answers_equal_one_at_a_time(archive, tmp_path, assistant):
-    from geoassist.commands.batch import build_requests, run_archive
+    from geoassist.batch import build_requests, run_archive
 
     _, paths = archive
     out = tmp_path / "r.jsonl"
@@ -120,7 +120,7 @@ def test_batched_answers_equal_one_at_a_time(archive, tmp_path, assistant):
 
 
 def test_unreadable_image_gets_an_error_line(archive, tmp_path, assistant):
-    from geoassist.commands.batch import build_requests, run_archive
+    from geoassist.batch import build_requests, run_archive
 
     _, paths = archive
     broken = tmp_path / "broken.png"

@@ -21,7 +21,6 @@ from geoassist.assistant import Answer
 from geoassist.geo import (
     Georef,
     NotGeoreferencedError,
-    add_map_geometry,
     answer_to_geojson,
     mask_to_polygons,
 )
@@ -211,10 +210,12 @@ def test_answer_geometry_and_geojson():
         mask=np.zeros((300, 400), bool),
         task="ground",
         image_size=(400, 300),
+        georef=georef,
     )
     answer.mask[100:150, 50:120] = True
-    add_map_geometry(answer, georef)
-    first = answer.boxes[0]
+    # Map coordinates are computed when the answer is serialised; the items stay in pixels.
+    assert "box_map" not in answer.boxes[0]
+    first = answer.to_dict()["boxes"][0]
     assert first["box_map"] == [448_005.0, 5_411_980.0, 448_025.0, 5_411_990.0]
     assert len(first["polygon_map"]) == 4 and len(first["polygon_lonlat"]) == 4
     assert answer.geo["crs"] == "EPSG:32631" and answer.geo["georeferenced"]
@@ -226,8 +227,9 @@ def test_answer_geometry_and_geojson():
     lon, lat = to_ll.transform(448_015.0, 5_411_985.0)
     assert shapely.Polygon(first["polygon_lonlat"]).contains(Point(lon, lat))
     assert first["bbox_lonlat"][0] < lon < first["bbox_lonlat"][2]
-    assert len(answer.obboxes[0]["corners_lonlat"]) == 4
-    assert len(answer.polygons[0]["points_lonlat"]) == 3
+    serialised = answer.to_dict()
+    assert len(serialised["obboxes"][0]["corners_lonlat"]) == 4
+    assert len(serialised["polygons"][0]["points_lonlat"]) == 3
 
     collection = answer_to_geojson(answer)
     json.dumps(collection)  # plain JSON
@@ -252,20 +254,23 @@ def test_answer_geometry_and_geojson():
 
 
 def test_not_georeferenced_says_so():
-    answer = Answer(text="x", boxes=[{"label": "a", "box": [0, 0, 5, 5], "score": None}])
-    add_map_geometry(answer, None)
+    answer = Answer(
+        text="x", boxes=[{"label": "a", "box": [0, 0, 5, 5], "score": None}], image_size=(5, 5)
+    )
     assert answer.geo["georeferenced"] is False and "not georeferenced" in answer.geo["note"]
-    assert "box_map" not in answer.boxes[0]
+    assert "box_map" not in answer.to_dict()["boxes"][0]
     with pytest.raises(NotGeoreferencedError, match="world file"):
         answer_to_geojson(answer)
 
 
 def test_no_crs_gives_map_but_not_lonlat():
     georef = Georef(Affine(2, 0, 100, 0, -2, 500), None, 50, 50)
-    answer = Answer(text="x", boxes=[{"label": "a", "box": [0, 0, 5, 5], "score": None}])
-    add_map_geometry(answer, georef)
-    assert answer.boxes[0]["box_map"] == [100.0, 490.0, 110.0, 500.0]
-    assert "polygon_lonlat" not in answer.boxes[0] and answer.geo["lonlat"] is False
+    answer = Answer(
+        text="x", boxes=[{"label": "a", "box": [0, 0, 5, 5], "score": None}], georef=georef
+    )
+    box = answer.to_dict()["boxes"][0]
+    assert box["box_map"] == [100.0, 490.0, 110.0, 500.0]
+    assert "polygon_lonlat" not in box and answer.geo["lonlat"] is False
     assert "no CRS" in answer.geo["note"]
     with pytest.raises(NotGeoreferencedError, match="no CRS"):
         answer_to_geojson(answer)

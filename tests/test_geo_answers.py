@@ -74,7 +74,7 @@ def test_grounding_geojson_contains_the_true_centres(tiny_model, geosynth_tif, m
     # The map-CRS box of each answer is the pixel box through the geotransform.
     x0, dx, _, y0, _, dy = annotation.geotransform
     bx1, by1, bx2, by2 = answer.boxes[0]["box"]
-    assert answer.boxes[0]["box_map"] == pytest.approx(
+    assert answer.to_dict()["boxes"][0]["box_map"] == pytest.approx(
         [x0 + bx1 * dx, y0 + by2 * dy, x0 + bx2 * dx, y0 + by1 * dy], abs=1e-3
     )
     native = answer.to_geojson(crs="native")

@@ -146,7 +146,7 @@ def test_tiled_detection_counts_every_object_once(assistant, tmp_path):
         nearest = got[np.abs(got - np.array(square)).max(axis=1).argmin()]
         assert np.abs(nearest - np.array(square)).max() <= 2.5
     assert answer.image_size == (448, 352) and answer.geo["crs"] == "EPSG:32633"
-    assert answer.boxes[0]["polygon_lonlat"] and answer.boxes[0]["tiles"]
+    assert answer.to_dict()["boxes"][0]["polygon_lonlat"] and answer.boxes[0]["tiles"]
     # Exported as GeoJSON, the lon/lat boxes contain the true centres (through pyproj directly).
     from pyproj import Transformer
     from shapely.geometry import Point, shape

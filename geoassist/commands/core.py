@@ -118,13 +118,6 @@ def read_prompt(text: str) -> str:
     return text
 
 
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def run_info(args) -> int:
     import importlib.metadata as md
 
@@ -185,15 +178,19 @@ def run_info(args) -> int:
 
 def _assistant(args):
     from geoassist.assistant import Assistant
+    from geoassist.util import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     return Assistant.from_pretrained(
         args.model, device=args.device, kb=getattr(args, "kb", None), kb_k=getattr(args, "kb_k", 5)
     )
 
 
-def _ask_kwargs(args) -> dict:
-    return dict(
+def _request(args, images: list[str], prompt: str, **changes):
+    """The one request the command line builds from its flags (``changes`` override them)."""
+    from geoassist.request import AskRequest
+
+    options = dict(
         task=args.task,
         region=args.region,
         bands=_bands(args.bands),
@@ -205,6 +202,7 @@ def _ask_kwargs(args) -> dict:
         temperature=args.temperature,
         seed=args.seed,
     )
+    return AskRequest.build(images or None, prompt, **{**options, **changes})
 
 
 def split_inputs(inputs: list[str], task: str | None) -> tuple[list[str], str]:
@@ -226,14 +224,14 @@ def run_ask(args) -> int:
         )
     assistant = _assistant(args)
     if args.stream and not args.json:
-        stream = assistant.ask(images or None, prompt, stream=True, **_ask_kwargs(args))
+        stream = assistant.answer(_request(args, images, prompt, stream=True))
         for piece in stream:
             print(piece, end="", flush=True)
         print()
         _print_sources(stream.answer)
         _geo_outputs(stream.answer, args)
         return 0
-    answer = assistant.ask(images or None, prompt, **_ask_kwargs(args))
+    answer = assistant.answer(_request(args, images, prompt))
     print(answer.to_json() if args.json else answer.text)
     if not args.json:
         _print_sources(answer)
@@ -304,10 +302,9 @@ def run_chat(args) -> int:
             else:
                 print(f"unknown command {cmd}; /help lists them")
             continue
-        kwargs = _ask_kwargs(args)
-        kwargs["task"] = task
         try:
-            stream = assistant.ask(images or None, line, history=history, stream=True, **kwargs)
+            request = _request(args, images, line, task=task, history=history, stream=True)
+            stream = assistant.answer(request)
             print("geoassist> ", end="", flush=True)
             for piece in stream:
                 print(piece, end="", flush=True)

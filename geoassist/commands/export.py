@@ -38,10 +38,10 @@ def register(subparsers) -> None:
 
 
 def run_export(args) -> int:
-    from geoassist.commands.core import _quiet_transformers
     from geoassist.export import export_hf_llava
+    from geoassist.util import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     out = export_hf_llava(args.checkpoint, args.out, dtype=args.dtype, overwrite=args.force)
     files = sorted(p.name for p in out.iterdir())
     print(f"wrote {args.format} model to {out} ({', '.join(files)})")

@@ -77,7 +77,7 @@ def _check(args) -> None:
 
 
 def run_serve(args) -> int:
-    from geoassist.commands.core import _quiet_transformers
+    from geoassist.util import quiet_transformers
 
     _check(args)
     # The app reports nothing about its users unless its operator turns Gradio's analytics on.
@@ -94,7 +94,7 @@ def run_serve(args) -> int:
             "can use the app and upload files to it",
             file=sys.stderr,
         )
-    _quiet_transformers()
+    quiet_transformers()
     options = ServeOptions(
         model=args.model,
         kb=args.kb,

@@ -3,12 +3,13 @@
 - :mod:`~geoassist.large.sources`: raster sources read window by window, and the encoder's input;
 - :mod:`~geoassist.large.plan`: the tile grid, tile scores and the choice of tiles;
 - :mod:`~geoassist.large.merge`: geometry merging, mask mosaics, text and count merging;
-- :mod:`~geoassist.large.answer`: the planner that answers a large scene through the single-image core.
+- :mod:`~geoassist.large.answer`: the planner that answers a large scene through the single-image core;
+- :mod:`~geoassist.large.route`: which requests are large scenes, decided once per request.
 """
 
 from __future__ import annotations
 
-from geoassist.large.answer import answer_if_large, answer_large
+from geoassist.large.answer import answer_large, merge_rule
 from geoassist.large.merge import merge_geometries, merge_text, mosaic_masks
 from geoassist.large.plan import (
     DEFAULT_MAX_TILES,
@@ -19,10 +20,12 @@ from geoassist.large.plan import (
     score_tiles,
     select_tiles,
 )
+from geoassist.large.route import LargeScene, answer_scene, large_scene
 from geoassist.large.sources import RasterSource
 
 __all__ = [
     "DEFAULT_MAX_TILES",
+    "LargeScene",
     "Tile",
     "TileGrid",
     "TilingOptions",
@@ -33,6 +36,8 @@ __all__ = [
     "merge_geometries",
     "mosaic_masks",
     "merge_text",
+    "merge_rule",
     "answer_large",
-    "answer_if_large",
+    "answer_scene",
+    "large_scene",
 ]

@@ -18,6 +18,7 @@ import numpy as np
 import shapely
 from shapely.geometry import Polygon, box
 
+from geoassist.answer import AnswerBox, AnswerOBox, AnswerPolygon
 from geoassist.large.plan import Tile, TileGrid
 
 __all__ = ["merge_geometries", "mosaic_masks", "merge_text"]
@@ -205,72 +206,52 @@ def _tile_geometry(
     to_source = [sx, 0, 0, sy, col, row]
     tol = max(2.0 * max(sx, sy), 0.004 * max(tw, th))
     pieces = []
-    for kind, items, make in (
-        ("box", answer.boxes, lambda it: box(*it["box"])),
-        ("obox", answer.obboxes, lambda it: Polygon(it["corners"])),
-        ("polygon", answer.polygons, lambda it: shapely.make_valid(Polygon(it["points"]))),
-    ):
-        for item in items:
-            shape = make(item)
-            if kind == "polygon" and not isinstance(shape, Polygon):
-                shape = shape.convex_hull
-            shape = shapely.affinity.affine_transform(shape, to_source)
-            if shape.is_empty or (kind != "box" and shape.area <= 0):
-                continue
-            cx, cy = shape.centroid.x, shape.centroid.y
-            x0, y0, x1, y1 = tile.core
-            # A centre within ``2 * tol`` of the core's edge is not this tile's to judge either: the
-            # neighbour's view of the same object may be centred just across the cut.
-            m = 2 * tol
-            foreign = tile.index >= 0 and not (
-                x0 + (m if x0 > 0 else 0) <= cx <= x1 - (m if x1 < grid.width else 0)
-                and y0 + (m if y0 > 0 else 0) <= cy <= y1 - (m if y1 < grid.height else 0)
-            )
-            cut = _is_cut(shape, tile, grid, tol)
-            pieces.append(
-                _Piece(kind, shape, item.get("label"), item.get("score"), tile.index, cut, foreign)
-            )
+    for item in (*answer.boxes, *answer.obboxes, *answer.polygons):
+        kind = item.kind
+        shape = item.shape()
+        if kind == "polygon" and not isinstance(shape, Polygon):
+            shape = shape.convex_hull
+        shape = shapely.affinity.affine_transform(shape, to_source)
+        if shape.is_empty or (kind != "box" and shape.area <= 0):
+            continue
+        cx, cy = shape.centroid.x, shape.centroid.y
+        x0, y0, x1, y1 = tile.core
+        # A centre within ``2 * tol`` of the core's edge is not this tile's to judge either: the
+        # neighbour's view of the same object may be centred just across the cut.
+        m = 2 * tol
+        foreign = tile.index >= 0 and not (
+            x0 + (m if x0 > 0 else 0) <= cx <= x1 - (m if x1 < grid.width else 0)
+            and y0 + (m if y0 > 0 else 0) <= cy <= y1 - (m if y1 < grid.height else 0)
+        )
+        cut = _is_cut(shape, tile, grid, tol)
+        score = getattr(item, "score", None)
+        pieces.append(_Piece(kind, shape, item.label, score, tile.index, cut, foreign))
     return pieces
 
 
-def _pieces_to_items(pieces: list[_Piece]) -> tuple[list, list, list]:
-    from geoassist.formats import corners_to_obbox
-
+def _pieces_to_items(
+    pieces: list[_Piece],
+) -> tuple[list[AnswerBox], list[AnswerOBox], list[AnswerPolygon]]:
+    """Merged pieces as answer geometry, top to bottom, each saying which tiles saw it."""
     boxes, oboxes, polygons = [], [], []
     for p in sorted(pieces, key=lambda p: (p.shape.bounds[1], p.shape.bounds[0])):
         tiles = sorted(t for t in p.tiles if t is not None)
-        extra = {"source": "overview"} if p.tile is None else {"tiles": tiles}
+        extra: dict[str, Any] = {"source": "overview"} if p.tile is None else {"tiles": tiles}
         if p.kind == "box":
-            boxes.append(
-                {
-                    "label": p.label,
-                    "box": [round(v, 2) for v in p.shape.bounds],
-                    "score": p.score,
-                    **extra,
-                }
-            )
+            boxes.append(AnswerBox(p.label, tuple(p.shape.bounds), p.score, **extra))
         elif p.kind == "obox":
             corners = np.asarray(p.shape.exterior.coords)[:4]
-            cx, cy, w, h, angle = corners_to_obbox(corners)
-            oboxes.append({
-                "label": p.label,
-                "obox": [round(cx, 2), round(cy, 2), round(w, 2), round(h, 2), round(angle, 2)],
-                "corners": np.round(corners, 2).tolist(),
-                "score": p.score,
-                **extra,
-            })  # fmt: skip
+            oboxes.append(AnswerOBox.from_corners(p.label, corners, p.score, **extra))
         else:
-            pts = list(p.shape.exterior.coords)[:-1]
-            polygons.append(
-                {"label": p.label, "points": [[round(x, 2), round(y, 2)] for x, y in pts], **extra}
-            )
+            points = list(p.shape.exterior.coords)[:-1]
+            polygons.append(AnswerPolygon(p.label, points, **extra))
     return boxes, oboxes, polygons
 
 
 def _counts_text(boxes: list, oboxes: list, polygons: list) -> tuple[str, dict[str, int]]:
     counts: dict[str, int] = {}
     for item in (*boxes, *oboxes, *polygons):
-        label = item.get("label") or "object"
+        label = item.label or "object"
         counts[label] = counts.get(label, 0) + 1
     text = "; ".join(f"{label}: {n}" for label, n in counts.items()) if counts else "none"
     return text, counts

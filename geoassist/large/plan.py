@@ -23,6 +23,7 @@ from shapely.geometry import box
 
 from geoassist.errors import GeoAssistError
 from geoassist.geo import Georef
+from geoassist.request import DEFAULT_MAX_TILES, OVERVIEW_MAX_SIDE, TilingOptions
 
 __all__ = [
     "DEFAULT_MAX_TILES",
@@ -37,42 +38,6 @@ __all__ = [
     "tile_size_px",
     "needs_tiling",
 ]
-
-DEFAULT_MAX_TILES = 64
-OVERVIEW_MAX_SIDE = 1024
-
-
-@dataclass
-class TilingOptions:
-    """How large scenes are tiled.
-
-    ``max_tiles`` bounds the tiles read per question (0: never tile, answer from a
-    downscaled overview read by window). ``Assistant.ask(..., tiling=False)`` turns the
-    large-scene path off altogether: the image is loaded whole and resized, as small ones are. ``tile_px`` overrides the tile size in source pixels
-    (default: the encoder's input at ``PreprocessConfig.gsd_m``, or 1:1 when the
-    model's or the raster's GSD is unknown); ``overlap`` is a fraction of it.
-    Images up to ``min_side_px`` (and up to twice a tile) are not tiled.
-    ``relevance_weight`` is the share of the question's text relevance (against
-    image detail) in choosing tiles; ``summarise`` lets the LM merge captions.
-    """
-
-    max_tiles: int = DEFAULT_MAX_TILES
-    tile_px: int | None = None
-    overlap: float = 0.125
-    min_side_px: int = 512
-    batch_size: int = 8
-    summarise: bool = True
-    relevance_weight: float = 0.5
-    overview_max_side: int = OVERVIEW_MAX_SIDE
-
-    def __post_init__(self) -> None:
-        if self.max_tiles < 0:
-            raise GeoAssistError(f"max_tiles must be >= 0, got {self.max_tiles}")
-        if not 0 <= self.overlap < 0.5:
-            raise GeoAssistError(f"tile overlap must be in [0, 0.5), got {self.overlap}")
-        if self.tile_px is not None and self.tile_px < 8:
-            raise GeoAssistError(f"tile_px must be at least 8, got {self.tile_px}")
-
 
 # ---------------------------------------------------------------------- the grid
 
@@ -270,20 +235,6 @@ def tile_size_px(config: Any, georef: Georef | None, options: TilingOptions) -> 
 
 def needs_tiling(width: int, height: int, tile_px: int, options: TilingOptions) -> bool:
     return max(width, height) > max(options.min_side_px, 2 * tile_px)
-
-
-def _as_options(tiling: Any, max_tiles: int | None) -> TilingOptions:
-    if tiling is None:
-        options = TilingOptions()
-    elif isinstance(tiling, TilingOptions):
-        options = dataclasses.replace(tiling)
-    elif isinstance(tiling, dict):
-        options = TilingOptions(**tiling)
-    else:
-        raise GeoAssistError(f"tiling must be TilingOptions or a dict, got {type(tiling).__name__}")
-    if max_tiles is not None:
-        options = dataclasses.replace(options, max_tiles=int(max_tiles))
-    return options
 
 
 def _relevance_side(config: Any) -> int:
