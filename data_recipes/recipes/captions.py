@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from geoassist.readers import CaptionedImage, Malformed, load_json, read_caption_images
 
 from ..core import (
     Context,
@@ -64,33 +65,32 @@ class _Captions(Recipe):
     def available_splits(self, src: Path) -> list[str]:
         path = self._json(src)
         if path is not None:
-            return sorted({str(im.get("split", "all")) for im in self._images(path)}, key=_order)
+            return sorted(
+                {im.split for im in self._images(path) if isinstance(im, CaptionedImage)},
+                key=_order,
+            )
         return sorted(_precomp(src), key=_order)
 
-    def _images(self, path: Path) -> list[dict[str, Any]]:
-        return json.loads(path.read_text(encoding="utf-8"))["images"]
+    def _images(self, path: Path) -> list[CaptionedImage | Malformed]:
+        return read_caption_images(path)
 
     def items(
         self, src: Path, splits: Sequence[str] | None, options: dict[str, Any]
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[dict[str, Any] | Reject]:
         wanted = split_filter(splits, self.available_splits(src), self.info.name)
         path = self._json(src)
         if path is not None:
             for image in self._images(path):
-                split = str(image.get("split", "all"))
-                if split in wanted:
+                if isinstance(image, Malformed):
+                    yield Reject(f"{self.info.name}:{image.key}", image.reason, image.detail)
+                elif image.split in wanted:
                     yield {
-                        "id": Path(image["filename"]).stem,
-                        "split": split,
-                        "filename": image["filename"],
-                        "folder": image.get("filepath"),
-                        "captions": [
-                            s.get("raw") or " ".join(s.get("tokens", []))
-                            for s in image.get("sentences", [])
-                        ],
-                        "extra": {
-                            k: image[k] for k in ("imgid", "class", "keywords") if k in image
-                        },
+                        "id": Path(image.filename).stem,
+                        "split": image.split,
+                        "filename": image.filename,
+                        "folder": image.filepath,
+                        "captions": image.captions,
+                        "extra": image.extra,
                     }
             return
         for split, (caps, names) in _precomp(src).items():
@@ -288,20 +288,25 @@ class NWPUCaptions(_Captions):
     )
     json_names = ("dataset_nwpu.json",)
 
-    def _images(self, path: Path) -> list[dict[str, Any]]:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        out = []
+    def _images(self, path: Path) -> list[CaptionedImage | Malformed]:
+        data = load_json(path, "NWPU-Captions JSON")
+        if not isinstance(data, dict):
+            return [Malformed(path.name, "malformed annotation", "the JSON is not {class: [rows]}")]
+        out: list[CaptionedImage | Malformed] = []
         for cls in sorted(data):
-            for row in data[cls]:
+            for n, row in enumerate(data[cls] if isinstance(data[cls], list) else [None]):
+                if not isinstance(row, dict) or not row.get("filename"):
+                    detail = f"row {n} of class {cls!r} has no filename"
+                    out.append(Malformed(f"{cls}#{n}", "malformed annotation", detail))
+                    continue
                 raws = [row[k] for k in ("raw", "raw_1", "raw_2", "raw_3", "raw_4") if k in row]
                 out.append(
-                    {
-                        "filename": row["filename"],
-                        "split": row.get("split", "all"),
-                        "filepath": None,
-                        "sentences": [{"raw": r} for r in raws],
-                        "class": cls,
-                    }
+                    CaptionedImage(
+                        filename=row["filename"],
+                        split=str(row.get("split", "all")),
+                        captions=[str(r) for r in raws],
+                        extra={"class": cls},
+                    )
                 )
         return out
 

@@ -8,7 +8,6 @@ give the negative answers (``no``, ``0``, ``none``), so the model learns to say 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from geoassist.formats import format_objects
+from geoassist.readers import CaptionedImage, Malformed, read_caption_images, read_change_tokens
 
 from ..core import (
     Context,
@@ -563,9 +563,9 @@ class LEVIRCC(Recipe):
     json_name = "LevirCCcaptions.json"
     split_in_id = False
 
-    def _pair_paths(self, im: dict[str, Any]) -> tuple[str, str]:
-        folder = f"images/{im.get('filepath', im['split'])}"
-        return f"{folder}/A/{im['filename']}", f"{folder}/B/{im['filename']}"
+    def _pair_paths(self, im: CaptionedImage) -> tuple[str, str]:
+        folder = f"images/{im.filepath if im.filepath is not None else im.split}"
+        return f"{folder}/A/{im.filename}", f"{folder}/B/{im.filename}"
 
     def _form(self, src: Path) -> str:
         if (src / self.json_name).is_file():
@@ -606,34 +606,35 @@ class LEVIRCC(Recipe):
 
     def available_splits(self, src: Path) -> list[str]:
         if self._form(src) == "json":
-            data = json.loads((src / self.json_name).read_text(encoding="utf-8"))
-            return sorted({im["split"] for im in data["images"]}, key=_split_order)
+            images = read_caption_images(src / self.json_name, f"{self.info.title} captions JSON")
+            splits = {im.split for im in images if isinstance(im, CaptionedImage)}
+            return sorted(splits, key=_split_order)
         return sorted({i["split"] for i in self._token_items(src)}, key=_split_order)
 
     def items(
         self, src: Path, splits: Sequence[str] | None, options: dict[str, Any]
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[dict[str, Any] | Reject]:
         wanted = split_filter(splits, self.available_splits(src), self.info.name)
         if self._form(src) == "tokens":
             yield from (i for i in self._token_items(src) if i["split"] in wanted)
             return
-        data = json.loads((src / self.json_name).read_text(encoding="utf-8"))
-        for im in data["images"]:
-            if im["split"] not in wanted:
+        images = read_caption_images(src / self.json_name, f"{self.info.title} captions JSON")
+        for im in images:
+            if isinstance(im, Malformed):
+                yield Reject(f"{self.info.name}:{im.key}", im.reason, im.detail)
+                continue
+            if im.split not in wanted:
                 continue
             before, after = self._pair_paths(im)
+            stem = Path(im.filename).stem
             yield {
-                "id": f"{im['split']}/{Path(im['filename']).stem}"
-                if self.split_in_id
-                else Path(im["filename"]).stem,
-                "split": im["split"],
+                "id": f"{im.split}/{stem}" if self.split_in_id else stem,
+                "split": im.split,
                 "form": "json",
                 "before": before,
                 "after": after,
-                "captions": [
-                    s.get("raw", " ".join(s.get("tokens", []))) for s in im.get("sentences", [])
-                ],
-                "changeflag": im.get("changeflag"),
+                "captions": im.captions,
+                "changeflag": im.changeflag,
             }
 
     def convert(self, item: dict[str, Any], ctx: Context) -> Iterable[Outcome]:
@@ -644,11 +645,7 @@ class LEVIRCC(Recipe):
             if problem:
                 return [problem]
         if item["form"] == "tokens":
-            raw = json.loads((ctx.src / item["captions_file"]).read_text(encoding="utf-8"))
-            captions_in = [
-                " ".join(t for t in tokens if t not in ("<START>", "<END>", "<NULL>"))
-                for tokens in raw
-            ]
+            captions_in = read_change_tokens(ctx.src / item["captions_file"])
         else:
             captions_in = item["captions"]
         outcomes: list[Outcome] = []
@@ -713,9 +710,9 @@ class SECONDCC(LEVIRCC):
     json_name = "SECOND-CC-AUG.json"
     split_in_id = True
 
-    def _pair_paths(self, im: dict[str, Any]) -> tuple[str, str]:
-        split = im.get("filepath", im["split"])
-        return f"{split}/rgb/A/{im['filename']}", f"{split}/rgb/B/{im['filename']}"
+    def _pair_paths(self, im: CaptionedImage) -> tuple[str, str]:
+        split = im.filepath if im.filepath is not None else im.split
+        return f"{split}/rgb/A/{im.filename}", f"{split}/rgb/B/{im.filename}"
 
     def detect(self, src: Path) -> bool:
         return (src / self.json_name).is_file()

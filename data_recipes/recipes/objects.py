@@ -10,6 +10,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from geoassist.readers import DatasetFormatError, parse_dota_label, read_fair1m_xml, read_voc
+from geoassist.readers.dota import find_image
+from geoassist.readers.voc import read_object_index_split
+
 from ..core import (
     Context,
     DatasetNotFoundError,
@@ -25,8 +29,6 @@ from ..core import (
 )
 from ..geometry import box_of_points, label_name
 from ..tasks import check_objects, object_records
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 # --------------------------------------------------------------------------- DOTA
 
@@ -58,38 +60,8 @@ _DOTA_LABEL_DIRS = ("labelTxt", "labelTxt-v1.0", "labelTxt-v1.5", "labelTxt-v2.0
 
 
 def _find_image(folder: Path, stem: str) -> str | None:
-    for ext in IMAGE_EXTS:
-        if (folder / f"{stem}{ext}").is_file():
-            return f"{stem}{ext}"
-    return None
-
-
-def parse_dota_lines(
-    lines: Sequence[str],
-) -> tuple[dict[str, str], list[dict[str, Any]], list[tuple[int, str]]]:
-    """A ``labelTxt`` file: header (``imagesource``, ``gsd``), objects (quad, class, difficult), bad lines."""
-    header: dict[str, str] = {}
-    objects, bad = [], []
-    for number, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text:
-            continue
-        parts = text.split()
-        if len(parts) == 1 and ":" in text:
-            key, value = text.split(":", 1)
-            header[key.strip()] = value.strip()
-            continue
-        try:
-            if len(parts) not in (9, 10):
-                raise ValueError
-            coords = [float(v) for v in parts[:8]]
-            difficult = int(parts[9]) if len(parts) == 10 else 0
-        except ValueError:
-            bad.append((number, text[:200]))
-            continue
-        quad = [[coords[i], coords[i + 1]] for i in range(0, 8, 2)]
-        objects.append({"class": parts[8], "points": quad, "difficult": difficult, "line": number})
-    return header, objects, bad
+    found = find_image(folder, stem)
+    return found.name if found else None
 
 
 class _DOTA(Recipe):
@@ -132,7 +104,7 @@ class _DOTA(Recipe):
         first = next(iter(sorted(label_dir.glob("*.txt"))), None) if label_dir else None
         if first is None:
             return False
-        _, objects, _ = parse_dota_lines(first.read_text(errors="replace").splitlines()[:50])
+        _, objects, _ = parse_dota_label(first.read_text(errors="replace").splitlines()[:50])
         return (
             bool(objects) and self.info.name == "dota"
         )  # the versions share a layout: v1.0 is the default
@@ -166,14 +138,20 @@ class _DOTA(Recipe):
         if problem:
             return [problem]
         size = ctx.image_size(item["image"])
-        header, raw, bad = parse_dota_lines(
+        header, raw, bad = parse_dota_label(
             (ctx.src / item["label"]).read_text(encoding="utf-8", errors="replace").splitlines()
         )
-        outcomes: list[Outcome] = [
-            Dropped(rid, "malformed line", f"line {n}: {text}") for n, text in bad
-        ]
+        outcomes: list[Outcome] = [Dropped(rid, b.reason, b.detail) for b in bad]
         objects = [
-            {**o, "label": label_name(o["class"]), "box": box_of_points(o["points"])} for o in raw
+            {
+                "class": o.cls,
+                "points": [list(p) for p in o.polygon],
+                "difficult": o.difficult,
+                "line": o.line,
+                "label": label_name(o.cls),
+                "box": o.box,
+            }
+            for o in raw
         ]
         kept, dropped = check_objects(rid, objects, size, self.classes)
         outcomes += dropped
@@ -300,12 +278,6 @@ DIOR_CLASSES = {
 }
 
 
-def _voc(path: Path) -> dict[str, Any]:
-    from geoassist.synth.readers import read_voc
-
-    return read_voc(path)
-
-
 @register
 class DIOR(Recipe):
     """DIOR (and DIOR-R): 23,463 optical images (800², 0.5–30 m) with 20 classes, horizontal and oriented boxes.
@@ -380,8 +352,6 @@ class DIOR(Recipe):
                 yield {"id": image_id, "split": split, "image": image}
 
     def convert(self, item: dict[str, Any], ctx: Context) -> Iterable[Outcome]:
-        import xml.etree.ElementTree as ET
-
         rid = f"{self.info.name}:{item['id']}"
         if item["image"] is None:
             return [Reject(rid, "missing image", f"{item['id']}.jpg in no JPEGImages* folder")]
@@ -395,10 +365,10 @@ class DIOR(Recipe):
             return [Reject(rid, "malformed annotation", f"missing {hbb.relative_to(ctx.src)}")]
         outcomes: list[Outcome] = []
         try:
-            horizontal = _voc(hbb)["objects"]
-            oriented = _voc(obb)["objects"] if obb.is_file() else None
-        except (ET.ParseError, TypeError, ValueError) as exc:
-            return [Reject(rid, "malformed annotation", f"{type(exc).__name__}: {exc}")]
+            horizontal = read_voc(hbb)["objects"]
+            oriented = read_voc(obb)["objects"] if obb.is_file() else None
+        except DatasetFormatError as exc:
+            return [Reject(rid, "malformed annotation", str(exc))]
         classes = {k.lower(): v for k, v in DIOR_CLASSES.items()}
 
         def objects_of(raw: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -406,9 +376,8 @@ class DIOR(Recipe):
             for n, o in enumerate(raw):
                 name = str(o.get("name") or "").strip()
                 if key not in o:
-                    outcomes.append(
-                        Dropped(rid, "malformed annotation", f"object {n} has no {key}")
-                    )
+                    detail = o.get("malformed") or f"has no {key}"
+                    outcomes.append(Dropped(rid, "malformed annotation", f"object {n} {detail}"))
                     continue
                 label = classes.get(name.lower())
                 obj = {
@@ -543,8 +512,6 @@ class FAIR1M(Recipe):
                 }
 
     def convert(self, item: dict[str, Any], ctx: Context) -> Iterable[Outcome]:
-        import xml.etree.ElementTree as ET
-
         rid = f"{self.info.name}:{item['id']}"
         if item["image"] is None:
             return [Reject(rid, "missing image", f"no image for {item['xml']}")]
@@ -553,38 +520,19 @@ class FAIR1M(Recipe):
             return [problem]
         size = ctx.image_size(item["image"])
         try:
-            root = ET.parse(ctx.src / item["xml"]).getroot()
-        except ET.ParseError as exc:
+            found, bad = read_fair1m_xml(ctx.src / item["xml"])
+        except DatasetFormatError as exc:
             return [Reject(rid, "malformed annotation", str(exc))]
-        outcomes: list[Outcome] = []
-        objects = []
-        for n, obj in enumerate(root.iter("object")):
-            name = (obj.findtext("possibleresult/name") or "").strip()
-            try:
-                points = [
-                    [float(v) for v in p.text.split(",")] for p in obj.iter("point") if p.text
-                ]
-            except ValueError:
-                points = []
-            if len(points) >= 2 and points[0] == points[-1]:
-                points = points[:-1]
-            if not name or len(points) < 3 or any(len(p) != 2 for p in points):
-                outcomes.append(
-                    Dropped(
-                        rid,
-                        "malformed annotation",
-                        f"object {n}: class {name!r}, {len(points)} points",
-                    )
-                )
-                continue
-            objects.append(
-                {
-                    "class": name,
-                    "label": label_name(name),
-                    "box": box_of_points(points),
-                    "points": points[:4] if len(points) >= 4 else points,
-                }
-            )
+        outcomes: list[Outcome] = [Dropped(rid, b.reason, b.detail) for b in bad]
+        objects = [
+            {
+                "class": o["name"],
+                "label": label_name(o["name"]),
+                "box": box_of_points(o["points"]),
+                "points": o["points"][:4] if len(o["points"]) >= 4 else o["points"],
+            }
+            for o in found
+        ]
         kept, dropped = check_objects(rid, objects, size)
         outcomes += dropped
         labels = sorted({o["label"] for o in kept})
@@ -625,38 +573,33 @@ class _VOCReferring(Recipe):
     def items(
         self, src: Path, splits: Sequence[str] | None, options: dict[str, Any]
     ) -> Iterator[dict[str, Any]]:
-        import xml.etree.ElementTree as ET
-
         available = self.available_splits(src)
         wanted = split_filter(splits, available, self.info.name)
         index_split: dict[int, str] = {}
         if available != ["all"]:
             for split in available:
-                for token in (src / f"{split}.txt").read_text().split():
-                    index_split[int(token)] = split
+                for index in read_object_index_split(src / f"{split}.txt"):
+                    index_split[index] = split
         count = 0
         for xml in self._annotations(src):
             try:
-                root = ET.parse(xml).getroot()
-            except ET.ParseError as exc:
-                yield {"id": xml.stem, "split": "?", "error": str(exc)}
-                continue
-            filename = root.findtext("filename") or f"{xml.stem}.jpg"
-            size = root.find("size")
+                voc = read_voc(xml)
+            except DatasetFormatError as exc:
+                # The split files count objects over every file in order: a file whose objects
+                # cannot be counted would shift every later index onto the wrong expression.
+                raise DatasetFormatError(
+                    f"{exc} (the split files number objects across all of Annotations/, so no "
+                    "later index can be placed without it)"
+                ) from None
+            filename = voc["filename"] or f"{xml.stem}.jpg"
             objects = []
-            for obj in root.findall("object"):
-                box = obj.find("bndbox")
+            for obj in voc["objects"]:
                 objects.append(
                     {
                         "index": count,
-                        "name": obj.findtext("name"),
-                        "box": [
-                            float(box.findtext(k) or "nan")
-                            for k in ("xmin", "ymin", "xmax", "ymax")
-                        ]
-                        if box is not None
-                        else None,
-                        "description": (obj.findtext("description") or "").strip(),
+                        "name": obj["name"],
+                        "box": obj.get("box"),
+                        "description": obj.get("description", ""),
                     }
                 )
                 count += 1
@@ -673,15 +616,10 @@ class _VOCReferring(Recipe):
                         {"name": o["name"], "box": o["box"]} for o in objects if o is not obj
                     ],
                     "xml": xml.name,
-                    "size": [int(size.findtext("width") or 0), int(size.findtext("height") or 0)]
-                    if size is not None
-                    else None,
                 }
 
     def convert(self, item: dict[str, Any], ctx: Context) -> Iterable[Outcome]:
         rid = f"{self.info.name}:{item['id']}"
-        if "error" in item:
-            return [Reject(rid, "malformed annotation", item["error"])]
         problem = ctx.reject_for(rid, item["image"])
         if problem:
             return [problem]
@@ -690,7 +628,7 @@ class _VOCReferring(Recipe):
         if not obj["description"]:
             return [Reject(rid, "missing question", "object has no <description>")]
         box = obj["box"]
-        if box is None or not all(v == v for v in box):
+        if box is None:
             return [Reject(rid, "malformed annotation", "object has no bndbox")]
         kept, dropped = check_objects(
             rid,

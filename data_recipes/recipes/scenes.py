@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from geoassist.readers import EUROSAT_SUBDIR
+
 from ..core import (
     Context,
     DatasetNotFoundError,
@@ -346,7 +348,7 @@ class EuroSATMS(_FolderClasses):
         url="https://github.com/phelber/EuroSAT",
     )
     image_root = (
-        "ds/images/remote_sensing/otherDatasets/sentinel_2/tif",
+        EUROSAT_SUBDIR.as_posix(),
         "EuroSAT_MS",
         "EuroSATallBands",
         "",

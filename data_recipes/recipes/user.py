@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from geoassist.chat import IMAGE_SLOT
+from geoassist.readers import Malformed, read_coco
 
 from ..core import (
     Context,
@@ -261,20 +262,25 @@ class COCOInstances(Recipe):
 
     def items(
         self, src: Path, splits: Sequence[str] | None, options: dict[str, Any]
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[dict[str, Any] | Reject]:
         files = _coco_files(src)
         base = src if src.is_dir() else src.parent
         for split in split_filter(splits, list(files), self.info.name):
-            data = json.loads(files[split].read_text(encoding="utf-8"))
-            categories = {c["id"]: c["name"] for c in data.get("categories", [])}
-            by_image: dict[Any, list[dict[str, Any]]] = {}
-            for a in data.get("annotations", []):
-                by_image.setdefault(a.get("image_id"), []).append(a)
+            malformed: list[Malformed] = []
+            data = read_coco(files[split], malformed=malformed)
+            for bad in malformed:
+                yield Reject(
+                    f"{self.info.name}:{split}:{bad.key}",
+                    bad.reason,
+                    f"{files[split].name}: {bad.detail}",
+                )
+            categories = data["categories"]
+            by_image = data["annotations"]
             folder = options.get("image_dir") or next(
                 (d for d in (split, "images", f"{split}2017") if (base / d).is_dir()), ""
             )
-            for image in data.get("images", []):
-                anns = by_image.get(image.get("id"), [])
+            for image in data["images"]:
+                anns = by_image.get(image["id"], [])
                 yield {
                     "id": str(image.get("id")),
                     "split": split,
