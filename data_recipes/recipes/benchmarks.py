@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from geoassist.formats import format_box, parse
+from geoassist.readers.rsvqa import rsvqa_answers_by_question
 
 from ..core import (
     Context,
@@ -405,10 +406,7 @@ _ANSWER_CACHE: dict[str, dict[str, str]] = {}
 
 def _rsvqa_answers(path: str) -> dict[str, str]:
     if path not in _ANSWER_CACHE:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        _ANSWER_CACHE[path] = {
-            str(a["question_id"]): a["answer"] for a in data["answers"] if a.get("active", True)
-        }
+        _ANSWER_CACHE[path] = rsvqa_answers_by_question(path)
     return _ANSWER_CACHE[path]
 
 

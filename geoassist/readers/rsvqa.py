@@ -228,3 +228,22 @@ def read_rsvqa(
             )
         )
     return out
+
+
+def rsvqa_answers_by_question(path: str | Path, active_only: bool = True) -> dict[str, str]:
+    """``{question id: answer}`` from an RSVQA answers JSON, through each answer's ``question_id``.
+
+    Answers without ``question_id`` or ``answer`` cannot be matched to a question and are left
+    out; the first (active) answer of a question wins.
+    """
+    path = Path(path)
+    out: dict[str, str] = {}
+    for a in json_list(
+        load_json(path, "RSVQA answers JSON"), "answers", path, "RSVQA answers JSON"
+    ):
+        if not isinstance(a, dict) or a.get("question_id") is None or a.get("answer") is None:
+            continue
+        if active_only and not a.get("active", True):
+            continue
+        out.setdefault(str(a["question_id"]), str(a["answer"]))
+    return out
