@@ -2,7 +2,8 @@
 
 Each converter takes the other system's text and the image size ``(width, height)`` and
 returns an answer in our grammar, ready for :func:`geoassist.formats.parse` or for use as a
-training target. They never raise on garbage text: pieces they cannot read are left out
+training target. They build on the grammar's primitives (:mod:`geoassist.format_grammar`)
+only; :mod:`geoassist.formats` re-exports them. They never raise on garbage text: pieces they cannot read are left out
 (and logged at debug level). An answer left empty becomes ``none``.
 """
 
@@ -14,8 +15,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from geoassist.formats import (
-    _image_size,
+from geoassist.format_grammar import (
+    check_image_size,
     corners_to_obbox,
     format_box,
     format_objects,
@@ -111,7 +112,9 @@ def _rewrite(
 _GEOCHAT_RE = re.compile(
     rf"<p>(?P<phrase>[^<>]*)</p>"
     rf"|\{{\s*<(?P<x1>{_NUM})>\s*<(?P<y1>{_NUM})>\s*<(?P<x2>{_NUM})>\s*<(?P<y2>{_NUM})>"
-    rf"\s*(?:\|\s*<?\s*(?P<angle>{_NUM})\s*>?\s*)?\}}",
+    # `(?:<\s*)?` and `(?:>\s*)?` rather than `\s*<?\s*`: two adjacent `\s*` backtrack
+    # quadratically over a long run of spaces.
+    rf"\s*(?:\|\s*(?:<\s*)?(?P<angle>{_NUM})\s*(?:>\s*)?)?\}}",
     re.ASCII,
 )
 
@@ -125,7 +128,7 @@ def from_geochat(text: str, image_size: Sequence[int]) -> str:
     ours are; so θ = 0 gives a ``<box>`` and any other θ an ``<obox>`` whose width and height
     are the unrotated box's sides in pixels.
     """
-    width, height = _image_size(image_size)
+    width, height = check_image_size(image_size)
 
     def make_tag(match: re.Match[str]) -> str:
         x1, x2 = (float(match[k]) / 100.0 * width for k in ("x1", "x2"))
@@ -143,11 +146,12 @@ def from_geochat(text: str, image_size: Sequence[int]) -> str:
 # Qwen2-VL special tokens, and Qwen-VL's older `<ref>..</ref><box>(x1,y1),(x2,y2)</box>`.
 _QWEN_RE = re.compile(
     r"(?:<\|object_ref_start\|>|<ref>)(?P<phrase>[^<>]*)(?:<\|object_ref_end\|>|</ref>)"
-    r"|(?:<\|box_start\|>|<box>)\s*(?P<body>[^<>]*?)\s*(?:<\|box_end\|>|</box>)",
+    # The body is taken whole and stripped by the reader: spaces around a lazy body backtrack.
+    r"|(?:<\|box_start\|>|<box>)(?P<body>[^<>]*)(?:<\|box_end\|>|</box>)",
     re.ASCII,
 )
 _QWEN_BOX_RE = re.compile(
-    rf"\(\s*({_NUM})\s*,\s*({_NUM})\s*\)\s*,?\s*\(\s*({_NUM})\s*,\s*({_NUM})\s*\)", re.ASCII
+    rf"\(\s*({_NUM})\s*,\s*({_NUM})\s*\)\s*(?:,\s*)?\(\s*({_NUM})\s*,\s*({_NUM})\s*\)", re.ASCII
 )
 
 
@@ -158,10 +162,10 @@ def from_qwen(text: str, image_size: Sequence[int]) -> str:
     (and Qwen-VL's ``<ref>``/``<box>`` spelling of the same) with coordinates on a 0-1000 grid.
     Qwen2.5-VL's JSON with absolute pixels is read by :func:`from_plain_list`.
     """
-    width, height = _image_size(image_size)
+    width, height = check_image_size(image_size)
 
     def make_tag(match: re.Match[str]) -> str:
-        corners = _QWEN_BOX_RE.fullmatch(match["body"])
+        corners = _QWEN_BOX_RE.fullmatch(match["body"].strip())
         if corners is None:
             raise ValueError("expected (x1,y1),(x2,y2)")
         x1, y1, x2, y2 = (float(v) for v in corners.groups())
@@ -184,7 +188,7 @@ def from_florence(text: str, image_size: Sequence[int]) -> str:
     any other even number of at least six a polygon. A run with no text before it keeps the
     previous run's label (Florence separates parts of one object with ``<sep>``).
     """
-    width, height = _image_size(image_size)
+    width, height = check_image_size(image_size)
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     objects: list[dict[str, Any]] = []
@@ -207,7 +211,7 @@ def from_florence(text: str, image_size: Sequence[int]) -> str:
     return format_objects(objects, (width, height))
 
 
-_CODE_FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+_CODE_FENCE_RE = re.compile(r"```(?:json)?(.*?)```", re.DOTALL)  # json.loads strips spaces
 _PLAIN_RE = re.compile(
     rf"(?:(?P<label>[A-Za-z][\w \-]{{0,40}}?)\s*[:=]\s*)?"
     rf"\[\s*(?P<a>{_FLOAT})\s*,\s*(?P<b>{_FLOAT})\s*,\s*(?P<c>{_FLOAT})\s*,\s*(?P<d>{_FLOAT})\s*\]",
@@ -249,7 +253,7 @@ def from_plain_list(text: str, image_size: Sequence[int], units: str = "pixels")
     ``box`` and ``label``, optionally in a code fence) becomes a grouped detection answer;
     otherwise lists are replaced in place, and ``label: [..]`` becomes a ``<ref>``.
     """
-    width, height = _image_size(image_size)
+    width, height = check_image_size(image_size)
     if units not in _UNITS:
         raise ValueError(f"units must be one of {', '.join(_UNITS)}, got {units!r}")
     if not isinstance(text, str):
