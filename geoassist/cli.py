@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "geoassist.commands.batch",
     "geoassist.commands.kb",
     "geoassist.commands.serve",
+    "geoassist.commands.probe",
 ]
 
 

@@ -134,7 +134,7 @@ def scene_space_name(path: Path, name: str | None) -> str:
 
 def read_real_source(entry: dict[str, Any]) -> tuple[list[RealItem], dict[str, list[str]]]:
     """Training items of one ``stage0.real`` entry and the scene label spaces it adds."""
-    from geoassist.synth.readers import read_folders, read_levir_cd, read_rsvqa
+    from geoassist.readers import read_folders, read_levir_cd, read_rsvqa
 
     source, path = entry.get("source"), Path(str(entry.get("path", ""))).expanduser()
     if source not in REAL_SOURCES:
