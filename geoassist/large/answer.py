@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -162,7 +162,7 @@ def answer_large(core: Core, source: RasterSource, request: AskRequest) -> Answe
         [base.replace(images=[overview_in], history=request.history)], batch_size=1
     )[0]
     tile_answers, tile_sizes = _answer_tiles(
-        core, source, grid, chosen, base, options, encoder_input, size
+        core, source, grid, chosen, base, options, encoder_input, size, request.progress
     )
     stopped = len(tile_answers) < len(chosen) or overview_answer.stopped
     stopped = stopped or any(a.stopped for a in tile_answers.values())
@@ -235,6 +235,7 @@ def _answer_tiles(
     options: TilingOptions,
     encoder_input: _EncoderInput,
     size: int,
+    progress: Callable[[int, int], None] | None,
 ) -> tuple[dict[int, Answer], dict[int, tuple[int, int]]]:
     """The chosen tiles read at the encoder's input size and answered in batches, until cancelled."""
     tile_px = grid.tile_px
@@ -259,8 +260,8 @@ def _answer_tiles(
         got = core.answer_inputs(requests, batch_size=options.batch_size)
         answers.update(zip(batch, got, strict=True))
         done = min(start + options.batch_size, len(chosen))
-        if base.progress is not None:
-            base.progress(done, len(chosen))
+        if progress is not None:
+            progress(done, len(chosen))
         logger.info("tiles: %d/%d answered", done, len(chosen))
     return answers, sizes
 
