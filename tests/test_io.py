@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import PIL.ImageFile
 import pytest
 import rasterio
 from affine import Affine
@@ -18,6 +19,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import DatasetReader
 
+from geoassist import io as gio
 from geoassist.errors import (
     BandMismatchError,
     CorruptImageError,
@@ -711,3 +713,144 @@ def test_real_pngs(rs_samples: Path, relative: str, size: tuple[int, int]) -> No
     assert image.size == size and image.count == 3 and image.dtype == np.uint8
     assert image.transform is None and image.band_names == ["red", "green", "blue"]
     assert read_header(path).size == size
+
+
+# --------------------------------------------------------------------------- the windowed reader
+
+
+def test_open_raster_reads_windows_resampled_and_overviews(tmp_path: Path, geotiff_u16) -> None:
+    path, array = geotiff_u16
+    with gio.open_raster(path) as reader:
+        assert isinstance(reader, gio.RasterReader) and reader.info == read_header(path)
+        part = reader.read([3, 1], (10, 20, 30, 16))
+        np.testing.assert_array_equal(part.array, array[20:36, 10:40][:, :, [3, 1]])
+        assert part.band_names == ["red", "blue"]
+        assert part.transform.c == UTM_TRANSFORM.c + 10 * 10 and part.transform.a == 10
+        half = reader.read(None, (10, 20, 30, 16), out_size=(15, 8))
+        assert half.array.shape == (8, 15, 4) and half.transform.a == 20 and half.transform.e == -20
+        overview = reader.read_overview(35)
+        assert overview.size == (35, 25) and overview.transform.a == 20
+    # The same interface over an array, a PIL image and PNG bytes.
+    for source in (array, PIL.Image.fromarray(array[:, :, 0]), _png(array[:, :, :3])):
+        with gio.open_raster(source) as reader:
+            part = reader.read(None, (10, 20, 30, 16))
+            np.testing.assert_array_equal(part.array[:, :, 0], array[20:36, 10:40, 0] % 256
+                                          if part.dtype == np.uint8 and array.dtype != np.uint8
+                                          else array[20:36, 10:40, 0])  # fmt: skip
+            assert reader.read_overview(35).size == (35, 25)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(array.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _forged_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A PNG whose IHDR claims width × height RGB pixels and whose IDAT holds one tiny row."""
+    data = _huge_png_bytes(width, height)
+    assert len(data) < 80  # the 74-byte bomb of the issue
+    return data
+
+
+def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("pixels were decoded before the size check")
+
+    monkeypatch.setattr(DatasetReader, "read", refuse)
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", refuse)
+
+
+def test_png_bomb_refused_from_its_header_on_every_read_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from geoassist.large.sources import RasterSource
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_forged_png())
+    _no_decoding(monkeypatch)
+    started = time.perf_counter()
+    for source in (bomb, bomb.read_bytes()):
+        with gio.open_raster(source) as reader:
+            assert reader.info.size == (100_000, 100_000)
+            with pytest.raises(ImageTooLargeError, match=r"100000×100000 .*decoded whole"):
+                reader.read_overview(1024)  # a 1024² output, but PNG is decoded whole
+            with pytest.raises(ImageTooLargeError, match="decoded whole"):
+                reader.read(None, (0, 0, 64, 64))
+    with RasterSource.open(bomb) as source:  # the large-scene path of the issue
+        with pytest.raises(ImageTooLargeError, match="tiled GeoTIFF"):
+            source.overview(1024)
+    with pytest.raises(ImageTooLargeError):
+        load_image(bomb, window=(0, 0, 64, 64))
+    assert time.perf_counter() - started < 5  # from the header: it took 41 s to fail before
+
+
+def test_png_bomb_through_ask_is_one_clear_error(tmp_path: Path, make_tiny) -> None:
+    from geoassist.assistant import Assistant
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_forged_png())
+    with pytest.raises(ImageTooLargeError, match="bomb.png is 100000×100000"):
+        Assistant(make_tiny()).ask(bomb, "How many ships are there?")
+
+
+def test_decimated_read_without_overviews_is_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "sparse.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="GTiff", width=200_000, height=150_000, count=3,
+                           dtype="uint8", tiled=True, blockxsize=512, blockysize=512,
+                           compress="deflate", sparse_ok=True):  # fmt: skip
+            pass
+    _no_decoding(monkeypatch)
+    with gio.open_raster(path) as reader:
+        assert not reader.has_overviews
+        with pytest.raises(ImageTooLargeError, match=r"no overviews at that scale.*gdaladdo"):
+            reader.read_overview(1024)
+    monkeypatch.undo()
+    with gio.open_raster(path, max_pixels=None) as reader:  # trusted: no cap
+        assert reader.read(None, (0, 0, 1024, 1024), out_size=(8, 8)).array.shape == (8, 8, 3)
+
+
+def test_read_errors_become_corrupt_image_errors(tmp_path: Path) -> None:
+    from geoassist.large.sources import RasterSource
+
+    array = _rng(13).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    path = _write_raster(tmp_path / "scene.tif", array, tiled=True, blockxsize=64,
+                         blockysize=64, compress="deflate")  # fmt: skip
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4000] = b"\xff" * 4000  # damage the compressed blocks
+    path.write_bytes(bytes(data))
+    assert read_header(path).size == (256, 256)  # the header is intact
+    with pytest.raises(CorruptImageError, match=r"scene\.tif cannot be decoded.*re-download"):
+        load_image(path)
+    with RasterSource.open(path) as source, pytest.raises(CorruptImageError):
+        for row in range(0, 256, 64):
+            source.read((0, row, 256, 64))
+
+
+def test_urls_are_refused_by_load_image_and_fail_clearly_offline() -> None:
+    with pytest.raises(UnsupportedImageError, match="download the file and pass its local path"):
+        load_image("https://example.com/scene.tif")
+    # The large-scene reader reads COGs over HTTP; with nothing listening it says what to do.
+    with pytest.raises(ImageError, match=r"check the address and the network connection") as exc:
+        gio.open_raster("http://127.0.0.1:9/scene.tif")
+    assert "download the file" in str(exc.value)
+
+
+def test_symlink_loops_and_dangling_links_have_their_own_messages(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    with pytest.raises(ImageError, match=r"a\.tif is a symbolic link that loops back on itself"):
+        load_image(a)
+    with pytest.raises(ImageError, match="loops back on itself"):
+        gio.open_raster(a)
+    dangling = tmp_path / "scene.png"
+    dangling.symlink_to(tmp_path / "gone.png")
+    with pytest.raises(ImageNotFoundError, match=r"symbolic link to .*gone\.png, which does not"):
+        load_image(dangling)

@@ -307,3 +307,44 @@ def test_safe_l2a_layout_picks_the_finest_file_of_each_band(tmp_path):
     image = load_band_files(tmp_path / "S2B_MSIL2A_20240101T000000.SAFE", window=(10, 10, 20, 20))
     assert image.size == (20, 20) and image.transform.a == 10
     assert image.array[:, :, image.band_names.index("B09")].max() == 60  # resampled 60 m band
+
+
+@pytest.mark.parametrize(
+    ("names", "kwargs", "expected"),
+    [
+        (["nir", "blue", "green", "red"], {}, [3, 2, 1]),  # named RGB, any order
+        (["gray", "alpha"], {}, [0]),
+        (["x"], {}, [0]),
+        (["band_1", "band_2", "band_3"], {}, [0, 1, 2]),
+        (["band_1", "band_2", "band_3", "band_4"], {}, [0, 1, 2]),  # NAIP / PlanetScope order
+        (S2_IDS, {}, [3, 2, 1]),  # recognised Sentinel-2
+        ([f"SR_B{i}" for i in range(1, 12)], {}, [3, 2, 1]),  # recognised Landsat 8
+        (["nir", "blue", "green", "red"], {"wanted": ["RED", 1]}, [3, 0]),
+        (["vv", "vh"], {"wanted": "vh"}, [1]),
+        (S2_IDS, {"composite": "false_color"}, [7, 3, 2]),
+        (S2_IDS, {"composite": "ndvi"}, [7, 3]),
+        (
+            ["band_1", "band_2", "band_3", "band_4"],
+            {"sensor": "naip", "composite": "cir"},
+            [3, 0, 1],
+        ),
+        (["B2", "B3", "B4"], {"wanted": ["B04", "red"], "sensor": "s2"}, [2, 2]),
+    ],
+)
+def test_select_bands_decides_in_one_place(names, kwargs, expected):
+    assert select_bands(names, **kwargs) == expected
+
+
+def test_select_bands_explains_what_is_wrong():
+    with pytest.raises(BandMismatchError, match="band 5 does not exist .* band numbers start at 1"):
+        select_bands(["a", "b"], [5])
+    with pytest.raises(BandMismatchError, match=r"no band 'nir' in scene\.tif; its bands are a, b"):
+        select_bands(["a", "b"], ["nir"], source="scene.tif")
+    with pytest.raises(BandMismatchError, match="no B08"):
+        select_bands(["B02", "B03", "B04"], ["nir"], sensor="s2")
+    with pytest.raises(BandMismatchError, match=r"needs 3 bands \(or 1 for gray\)"):
+        select_bands(["a", "b"], [1, 2], rgb=True)
+    with pytest.raises(BandMismatchError, match="selects nothing"):
+        select_bands(["a", "b"], [])
+    with pytest.raises(BandMismatchError, match=r"5 bands named a, b, c, d, e; pass bands="):
+        select_bands(list("abcde"))

@@ -24,6 +24,7 @@ from geoassist.raster.opening import is_gdal_name
 __all__ = ["GDAL_CACHE_MB", "RasterSource"]
 
 GDAL_CACHE_MB = 256
+OVERVIEW_CHECK_SIDE = 1024  # the overview every large-scene answer reads (TilingOptions' default)
 
 
 class RasterSource:
@@ -59,12 +60,31 @@ class RasterSource:
 
     # -- opening
     @staticmethod
-    def open(source: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> RasterSource:
-        """A source for a path, URL (``http(s)://``, ``s3://``…), band folder, Image or array."""
+    def open(
+        source: Any,
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        overview_side: int = OVERVIEW_CHECK_SIDE,
+    ) -> RasterSource:
+        """A source for a path, URL (``http(s)://``, ``s3://``…), band folder, Image or array.
+
+        Every large-scene answer reads an overview of the scene, so a scene whose
+        overview (``overview_side`` px) cannot be read within ``max_pixels`` (a PNG bomb,
+        a huge raster without overviews) is refused here, from its header, before any
+        planning or decoding.
+        """
         env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
         env.__enter__()
         try:
             reader = open_raster(source, max_pixels=max_pixels)
+            try:
+                info = reader.info
+                scale = max(1.0, max(info.width, info.height) / overview_side)
+                out = (max(1, round(info.width / scale)), max(1, round(info.height / scale)))
+                reader.check_limit(info.count, (0, 0, info.width, info.height), out, max_pixels)
+            except BaseException:
+                reader.close()
+                raise
         except BaseException:
             env.__exit__(None, None, None)
             raise
