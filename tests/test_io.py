@@ -779,9 +779,9 @@ def test_png_bomb_refused_from_its_header_on_every_read_path(
                 reader.read_overview(1024)  # a 1024² output, but PNG is decoded whole
             with pytest.raises(ImageTooLargeError, match="decoded whole"):
                 reader.read(None, (0, 0, 64, 64))
-    with RasterSource.open(bomb) as source:  # the large-scene path of the issue
-        with pytest.raises(ImageTooLargeError, match="tiled GeoTIFF"):
-            source.overview(1024)
+    # The large-scene path of the issue: refused when opened, before any tile is planned.
+    with pytest.raises(ImageTooLargeError, match="tiled GeoTIFF"):
+        RasterSource.open(bomb)
     with pytest.raises(ImageTooLargeError):
         load_image(bomb, window=(0, 0, 64, 64))
     assert time.perf_counter() - started < 5  # from the header: it took 41 s to fail before
@@ -811,6 +811,10 @@ def test_decimated_read_without_overviews_is_bounded(
         assert not reader.has_overviews
         with pytest.raises(ImageTooLargeError, match=r"no overviews at that scale.*gdaladdo"):
             reader.read_overview(1024)
+    from geoassist.large.sources import RasterSource
+
+    with pytest.raises(ImageTooLargeError, match="no overviews"):
+        RasterSource.open(path)  # a large-scene answer would need that overview
     monkeypatch.undo()
     with gio.open_raster(path, max_pixels=None) as reader:  # trusted: no cap
         assert reader.read(None, (0, 0, 1024, 1024), out_size=(8, 8)).array.shape == (8, 8, 3)
