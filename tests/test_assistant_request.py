@@ -218,3 +218,29 @@ def test_several_masks_serialise_each():
     assert [m["label"] for m in data["masks"]] == ["a", "b"]
     answer.mask = None
     assert answer.masks == [] and answer.to_dict()["mask"] is None
+
+
+def test_the_task_registry_chooses_how_tiles_merge(assistant, monkeypatch):
+    model = assistant.model
+    text = "<ref>car</ref><box>100,100,300,300</box>"
+    ids = model.tokenizer(text, add_special_tokens=False).input_ids + [model.end_token_id]
+    calls = []
+
+    def steps(input_ids, *args, **kwargs):
+        calls.append(input_ids.shape[0])
+        for t in ids:
+            yield torch.full((input_ids.shape[0],), t)
+
+    monkeypatch.setattr(model, "generate_steps", steps)
+    rng = np.random.default_rng(4)
+    scene = Image(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8), ["red", "green", "blue"])
+    tiling = {"tile_px": 64, "overlap": 0.25, "min_side_px": 256, "max_tiles": 500}
+    detected = assistant.ask(scene, "cars", task="detect", tiling=tiling)  # detections
+    assert len(detected.boxes) > 1 and detected.coverage["merge"] == "geometry_merged"
+    referred = assistant.ask(scene, "the car", task="refer", tiling=tiling)  # single
+    assert len(referred.boxes) == 1 and referred.text == "car: 1"
+    calls.clear()
+    classified = assistant.ask(scene, "", task="classify", tiling=tiling)  # whole
+    assert calls == [1] and classified.coverage["tiles_read"] == 0
+    assert classified.coverage["merge"] == "overview_only"
+    assert "as a whole" in classified.coverage["note"]

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from geoassist.large.answer import answer_large, merge_rule
+from geoassist.large.answer import answer_large
 from geoassist.large.merge import merge_geometries, merge_text, mosaic_masks
 from geoassist.large.plan import (
     DEFAULT_MAX_TILES,
@@ -36,7 +36,6 @@ __all__ = [
     "merge_geometries",
     "mosaic_masks",
     "merge_text",
-    "merge_rule",
     "answer_large",
     "answer_scene",
     "large_scene",

@@ -8,7 +8,9 @@ up to a budget (``max_tiles``, 64 by default), answers the overview and the tile
 in batches through the core (``core.answer_inputs``: encoder-sized inputs, never
 the public ``ask``), merges their answers (:mod:`geoassist.large.merge`) and says in
 ``Answer.coverage`` how much of the scene it read, with a note when it did not read
-all of it. The request's cancel token is checked between batches of tiles (a
+all of it. How tile answers become one follows the task's merge rule in the task
+registry (:func:`geoassist.tasks.merge_rule`: text, count, detections, single, mask,
+whole). The request's cancel token is checked between batches of tiles (a
 cancelled scene is merged from the tiles answered so far, with ``Answer.stopped``),
 and its progress callback is called with tiles done / total after each batch.
 """
@@ -50,10 +52,11 @@ from geoassist.large.plan import (
 )
 from geoassist.large.sources import RasterSource, _EncoderInput
 from geoassist.request import AskRequest, ImageOptions, TilingOptions
+from geoassist.tasks import merge_rule
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Core", "answer_large", "merge_rule"]
+__all__ = ["Core", "answer_large"]
 
 MASK_MAX_SIDE = 8192
 SUMMARY_PROMPT = (
@@ -61,17 +64,6 @@ SUMMARY_PROMPT = (
     "resolution, then of parts of it seen in detail. Write one short description of the whole "
     "scene.\n\nWhole scene: {overview}\nParts:\n{parts}"
 )
-# How each task's tile answers become one, when the task registry does not say:
-# "detections" merges geometry and counts it, "mask" mosaics masks (and merges geometry),
-# "text" merges text answers (sums, any-tile yes/no, captions summarised), "count" counts
-# merged detections, "single" keeps the one best match, "whole" answers from the overview.
-_MERGE_RULES = {
-    "detect": "detections",
-    "detect_obb": "detections",
-    "ground": "detections",
-    "refer": "detections",
-    "segment": "mask",
-}
 SUMMARY_TASKS = ("caption", "change")
 
 
@@ -84,20 +76,6 @@ class Core(Protocol):
     def answer_inputs(self, requests: Sequence[AskRequest], *, batch_size: int) -> list[Answer]:
         """Answers to requests whose images are encoder-sized; never tiles."""
         ...
-
-
-def merge_rule(task: str | None) -> str:
-    """How the tile answers of ``task`` are merged: detections, mask, text, count, single or whole."""
-    try:
-        from geoassist.tasks import get_task
-    except ImportError:
-        get_task = None
-    if get_task is not None and task is not None:
-        try:
-            return get_task(task).merge
-        except (GeoAssistError, KeyError):
-            pass
-    return _MERGE_RULES.get(task or "", "text")
 
 
 def answer_large(core: Core, source: RasterSource, request: AskRequest) -> Answer:
@@ -154,7 +132,7 @@ def answer_large(core: Core, source: RasterSource, request: AskRequest) -> Answe
     # Fine: the overview and the chosen tiles, in batches. "How many X" questions are answered
     # by detecting X in every tile and counting the merged detections: exact, and located.
     count_target = None
-    if rule == "count" or (rule == "text" and request.task in ("vqa", None)):
+    if rule in ("count", "text"):
         count_target = _count_target(request.prompt)
     if count_target:
         base = base.replace(task="detect", prompt=count_target)
@@ -204,6 +182,8 @@ def answer_large(core: Core, source: RasterSource, request: AskRequest) -> Answe
     else:
         text, how = merge_text(request.task, request.prompt, overview_answer.text, tile_texts, grid)
 
+    if rule == "whole":
+        how = "overview_only"
     coverage = _coverage(
         grid, chosen, with_data, valid_fraction, scores, tile_answers, overview_answer,
         overview, ov_scale, size, how, text, counts, counted_from, stopped,
@@ -332,6 +312,11 @@ def _coverage(
                 f"plus {counted_from['overview']} seen in the overview elsewhere, where small "
                 "objects are likely missed: take it as a lower bound"
             )
+    elif how == "overview_only":
+        coverage["note"] = (
+            f"answered from a {overview.width}×{overview.height} overview of the "
+            f"{width}×{height} scene: this task looks at the scene as a whole"
+        )
     else:
         coverage["note"] = (
             f"answered from a {overview.width}×{overview.height} overview of the "
