@@ -152,7 +152,7 @@ class Assistant:
         return messages
 
     def _prepare(self, request: AskRequest) -> _Prepared:
-        from geoassist.sensors import prepare_for_encoder
+        from geoassist.preprocess import prepare_for_encoder
 
         opts = request.image_options
         loaded = [
