@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
 import numpy as np
 
 from geoassist.app import overlays, render
@@ -34,7 +33,9 @@ from geoassist.app.inputs import (
     stage_uploads,
 )
 from geoassist.errors import GeoAssistError
+from geoassist.extras import require
 
+gr = require("gradio", "app", "the GeoAssist app")
 logger = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"

@@ -40,7 +40,11 @@ class FrozenSentenceEncoder(nn.Module):
 
     def __init__(self, name_or_path: str):
         super().__init__()
-        from sentence_transformers import SentenceTransformer
+        from geoassist.extras import require
+
+        SentenceTransformer = require(
+            "sentence_transformers", "train", "the frozen text tower"
+        ).SentenceTransformer
 
         path = str(minilm_path()) if name_or_path == "minilm" else name_or_path
         self.encoder = SentenceTransformer(path, device="cpu")

@@ -383,8 +383,9 @@ class _Log:
         )
         self.csv.writeheader()
         self.csv.writerows(rows)
-        from torch.utils.tensorboard import SummaryWriter
+        from geoassist.extras import require
 
+        SummaryWriter = require("torch.utils.tensorboard", "train", "training logs").SummaryWriter
         self.tb = SummaryWriter(
             str(out_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
         )

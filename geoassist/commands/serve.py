@@ -82,12 +82,11 @@ def run_serve(args) -> int:
     _check(args)
     # The app reports nothing about its users unless its operator turns Gradio's analytics on.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        from geoassist.app.server import ServeOptions, serve
-    except ImportError as exc:
-        raise GeoAssistError(
-            f"the app needs gradio ({exc.name} is missing); install it with pip install gradio"
-        ) from None
+    from geoassist.extras import require
+
+    require("gradio", "app", "geoassist serve")
+    from geoassist.app.server import ServeOptions, serve
+
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"note: binding {args.host}: anyone who can reach this machine on port {args.port} "

@@ -64,6 +64,9 @@ def run_train(args) -> int:
     else:
         path = args.config
     overrides = _overrides(args.set)
+    from geoassist.extras import require
+
+    require("torch.utils.tensorboard", "train", "geoassist train")  # before any work starts
     from geoassist.train.pipeline import is_pipeline, load_pipeline, run_pipeline
 
     if is_pipeline(path):

@@ -147,7 +147,11 @@ class SentenceTransformerEmbedder(Embedder):
     modality = "text"
 
     def __init__(self, name_or_path: str | Path = "minilm", *, device: str | None = None):
-        from sentence_transformers import SentenceTransformer
+        from geoassist.extras import require
+
+        SentenceTransformer = require(
+            "sentence_transformers", "rag", "a knowledge store's text embedder"
+        ).SentenceTransformer
 
         spec = str(name_or_path)
         if spec in MINILM_ALIASES:

@@ -148,6 +148,9 @@ class Reader:
         ]
 
     def pdf(self, path: Path, rel: str) -> list[Entry]:
+        from geoassist.extras import require
+
+        require("pypdf", "rag", "reading PDF files into a knowledge store")
         from pypdf import PdfReader
         from pypdf.errors import PdfReadError
 
