@@ -98,9 +98,8 @@ class RasterReader:
     when shrinking, bilinear when enlarging), its transform shifted and scaled to
     match. ``read_overview(max_side)`` is the whole raster with its longer side at
     most ``max_side``, from the file's own overviews when it has them.
-    ``max_pixels`` (set when the reader is opened, overridable per read; ``None``:
-    no cap) is checked from the header before any decoding (see the module
-    docstring). Readers are context managers; closing one closes its file.
+    ``max_pixels`` (set when the reader is opened; ``None``: no cap) is checked
+    from the header before any decoding (see the module docstring). Readers are context managers; closing one closes its file.
     """
 
     info: ImageInfo
@@ -124,11 +123,8 @@ class RasterReader:
         indexes: Sequence[int] | None = None,
         window: Window4 | Window | None = None,
         out_size: tuple[int, int] | None = None,
-        *,
-        max_pixels: int | None | str = "reader",
     ) -> Image:
         info = self.info
-        limit = self.max_pixels if max_pixels == "reader" else max_pixels
         selected = list(range(info.count)) if indexes is None else [int(i) for i in indexes]
         if any(not 0 <= i < info.count for i in selected) or not selected:
             raise BandMismatchError(
@@ -140,7 +136,7 @@ class RasterReader:
             raise BandMismatchError(f"bands selects the same band more than once: {names}")
         win = check_window(window, info)
         out = _check_out_size(out_size, win)
-        self.check_limit(len(selected), win, out, limit)
+        self.check_limit(len(selected), win, out, self.max_pixels)
         try:
             array = self._read(selected, win, out)
         except _DECODE_ERRORS as exc:
@@ -162,16 +158,14 @@ class RasterReader:
         return Image(array, names, nodata=nodata, transform=transform, crs=info.crs,
                      source=info.source)  # fmt: skip
 
-    def read_overview(
-        self, max_side: int, indexes: Sequence[int] | None = None, **kw: Any
-    ) -> Image:
+    def read_overview(self, max_side: int, indexes: Sequence[int] | None = None) -> Image:
         """The whole raster resampled so that its longer side is at most ``max_side``."""
         info = self.info
         scale = max(info.width, info.height) / max(1, int(max_side))
         if scale <= 1:
-            return self.read(indexes, **kw)
+            return self.read(indexes)
         out = (max(1, round(info.width / scale)), max(1, round(info.height / scale)))
-        return self.read(indexes, None, out, **kw)
+        return self.read(indexes, None, out)
 
     def check_limit(
         self, count: int, window: Window4, out_size: tuple[int, int], max_pixels: int | None
