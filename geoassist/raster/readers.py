@@ -174,22 +174,21 @@ class RasterReader:
         if max_pixels is None:
             return
         info = self.info
-        col, row, w, h = window
+        full = info.width * info.height * info.count
+        if self.whole_decode and full > max_pixels:
+            raise ImageTooLargeError(
+                f"{info.source or 'image'} is {info.width}×{info.height} pixels × {info.count} "
+                f"bands = {full:,} values, over the limit of {max_pixels:,}, and {info.driver} "
+                "files are decoded whole whatever part of them is read; if you trust the file, "
+                f"pass max_pixels={full} (or None) or convert it to a tiled GeoTIFF (e.g. "
+                "gdal_translate -co TILED=YES -co COMPRESS=DEFLATE in out.tif), which is read "
+                "window by window"
+            )
         values = out_size[0] * out_size[1] * count
         if values > max_pixels:
             raise ImageTooLargeError(_over_limit(info, window, out_size, count, max_pixels))
-        if self.whole_decode:
-            full = info.width * info.height * info.count
-            if full > max_pixels:
-                raise ImageTooLargeError(
-                    f"{info.source or 'image'} is {info.width}×{info.height} pixels × {info.count} "
-                    f"bands = {full:,} values, over the limit of {max_pixels:,}, and "
-                    f"{info.driver} files are decoded whole whatever part of them is read; if you "
-                    "trust the file, convert it to a tiled GeoTIFF (e.g. gdal_translate -co TILED=YES "
-                    "-co COMPRESS=DEFLATE in out.tif), which is read window by window"
-                )
-            return
-        self._check_blocks(count, window, out_size, max_pixels)
+        if not self.whole_decode:
+            self._check_blocks(count, window, out_size, max_pixels)
 
     def _check_blocks(
         self, count: int, window: Window4, out_size: tuple[int, int], max_pixels: int
