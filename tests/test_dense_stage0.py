@@ -14,6 +14,17 @@ from geoassist.train.config import config_from_dict
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "rs-samples"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster than two that wait on each other (and on a shared machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _config(tmp_path, **stage0):
     return config_from_dict(
         {
@@ -24,7 +35,6 @@ def _config(tmp_path, **stage0):
             "save_every": 2,
             "log_every": 1,
             "stage0": {
-                "text_encoder": "open_clip",
                 "dense": {"feature_path": "conv8", "width": 16},
                 "synth": {"cache_dir": str(tmp_path / "cache"), "scenes": 6, "pairs": 4, "size": 96,
                           "workers": 1, "shard_size": 6},

@@ -14,6 +14,17 @@ from geoassist.errors import ConfigError
 from geoassist.probe import average_precision
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster than two that wait on each other (and on a shared machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _rsvqa_folder(root):
     """Four images in RSVQA-LR's published layout: water questions answered by what is drawn."""
     (root / "images").mkdir(parents=True)
