@@ -162,3 +162,11 @@ def test_real_samples_join_with_the_training_split_only():
     assert all(real_split("rsvqa_lr", it.path.stem) == "train" for it in items)
     truth = items[0].truth(128)
     assert truth.image.shape == (128, 128, 3)
+
+
+def test_a_corrupt_heads_file_is_reported(tmp_path):
+    from geoassist.model.dense_heads import DENSE_HEADS_FILE, load_dense_heads
+
+    (tmp_path / DENSE_HEADS_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_dense_heads(tmp_path)
