@@ -1,6 +1,6 @@
 """`geoassist kb`: build, extend, search and describe knowledge stores.
 
-    geoassist kb build --src DIR [--src DIR…] --out KB     a new store from documents
+    geoassist kb build --src DIR [--src DIR…] --out KB     a new store from documents (--force replaces one)
     geoassist kb build --default                           build (or refresh) the cached default store
     geoassist kb add KB PATH…                              add files or folders (--replace updates them)
     geoassist kb delete KB ID…                             remove entries or whole documents
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from geoassist.errors import GeoAssistError
 
@@ -39,7 +40,18 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="a folder or file to read (repeatable)",
     )
-    p.add_argument("--out", metavar="KB", help="the store folder to write (must be new or empty)")
+    p.add_argument(
+        "--out",
+        metavar="KB",
+        help="the store folder to write: new or empty (an existing store is refused; "
+        "`kb add` adds to it, --force replaces it)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the store already in --out (its entries are dropped, even when the new "
+        "store is smaller)",
+    )
     p.add_argument(
         "--default",
         action="store_true",
@@ -182,6 +194,7 @@ def run_build(args) -> int:
         return 0
     if not args.src or not args.out:
         raise GeoAssistError("kb build needs --src DIR (one or more) and --out KB (or --default)")
+    replaced = _check_build_target(Path(args.out).expanduser(), force=args.force)
     store = KnowledgeStore(
         text_embedder(args.embedder),
         image_embedder=_image_embedder(args.image_model),
@@ -203,14 +216,39 @@ def run_build(args) -> int:
         "chunk_chars": args.chunk_chars,
         "overlap_chars": args.overlap_chars,
     }
-    store.save(args.out)
+    store.save(args.out, overwrite=args.force)
     seconds = time.perf_counter() - start
     print(
         f"built {args.out}: {len(store)} entries from {reader.report.files} files in {seconds:.1f} s "
         f"({len(store) / max(seconds, 1e-9):.0f} chunks/s); index {store.describe()['spaces']['text']['index']['kind']}"
     )
+    if replaced is not None:
+        print(f"replaced the store that was there ({replaced} entries -> {len(store)})")
     _report_skipped(reader.report)
     return 0
+
+
+def _check_build_target(out: Path, *, force: bool) -> int | None:
+    """Refuse an --out that would lose data, before any embedding work; returns the entry
+    count of a store that --force will replace (None when there is none)."""
+    from geoassist.rag.store import is_store, stored_count
+
+    if out.exists() and not out.is_dir():
+        raise GeoAssistError(f"--out {out} is a file; give a folder for the store")
+    if is_store(out):
+        count = stored_count(out)
+        if not force:
+            held = f"{count} entries" if count is not None else "an unreadable manifest"
+            raise GeoAssistError(
+                f"{out} already holds a knowledge store ({held}); `geoassist kb add {out} PATH…` "
+                "adds documents to it, --force replaces it, or pick a new --out folder"
+            )
+        return count if count is not None else 0
+    if out.is_dir() and any(out.iterdir()):
+        raise GeoAssistError(
+            f"{out} is not empty and holds no knowledge store; pick a new or empty --out folder"
+        )
+    return None
 
 
 def run_add(args) -> int:

@@ -20,7 +20,9 @@ What is read, by file type:
 Ids are the file's path relative to the source folder, with ``#n`` for the n-th
 chunk (``#p3.1`` for the first chunk of page 3 of a PDF); JSONL records keep their
 own ``id`` (``id#n`` when a long text is cut into several chunks). Files that
-cannot be read are reported, not fatal: :class:`IngestReport` lists them.
+cannot be read are reported, not fatal: :class:`IngestReport` lists them. A file under a
+text extension whose bytes are not text (an image or archive renamed ``.md``) is one of them;
+text that is not UTF-8 is read as Latin-1, except in JSONL, where such a line is skipped.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from geoassist.rag.chunking import (
 )
 from geoassist.rag.entries import Entry
 from geoassist.rag.errors import IngestError
+from geoassist.textio import decode_text, looks_binary
 
 logger = logging.getLogger(__name__)
 
@@ -184,8 +187,21 @@ class Reader:
 
     def jsonl(self, path: Path, rel: str) -> list[Entry]:
         entries = []
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise IngestError(f"cannot read it ({exc.strerror})") from exc
+        with f:
+            why = looks_binary(f.read(8192))
+            if why is not None:
+                raise IngestError(f"not a text file ({why}); remove it or fix its extension")
+            f.seek(0)
+            for number, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    self.report.skip(f"{rel} line {number}", f"not UTF-8 text ({exc.reason})")
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -284,12 +300,15 @@ class Reader:
 
 
 def _read_text(path: Path) -> str:
+    """The file's text: UTF-8, else Latin-1 (older documents); a binary file is refused."""
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        return path.read_text(encoding="latin-1")
+        data = path.read_bytes()
     except OSError as exc:
         raise IngestError(f"cannot read it ({exc.strerror})") from exc
+    why = looks_binary(data)
+    if why is not None:
+        raise IngestError(f"not a text file ({why}); remove it or fix its extension")
+    return decode_text(data, str(path), fallback="latin-1")
 
 
 def _join_pdf_lines(text: str) -> str:

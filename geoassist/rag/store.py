@@ -54,6 +54,10 @@ _ANY_GENERATION = re.compile(
 )
 
 
+class StoreExistsError(KnowledgeStoreError, FileExistsError):
+    """A folder already holds a knowledge store that a save would replace."""
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
@@ -429,13 +433,28 @@ class KnowledgeStore:
         }
 
     # ------------------------------------------------------------ persistence
-    def save(self, path: str | Path | None = None) -> Path:
-        """Write the store to ``path`` (default: where it was opened) atomically; returns the folder."""
+    def save(self, path: str | Path | None = None, *, overwrite: bool = False) -> Path:
+        """Write the store to ``path`` (default: where it was opened) atomically; returns the folder.
+
+        A folder that already holds another store (one this object was not opened from or
+        saved to) is refused with :class:`StoreExistsError` unless ``overwrite``: replacing
+        it would silently drop its entries. The store's own folder is always updated in place.
+        """
         folder = Path(path).expanduser() if path is not None else self.path
         if folder is None:
             raise KnowledgeStoreError("this store has never been saved: give save() a folder")
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder.exists() and not folder.is_dir():
+            raise KnowledgeStoreError(f"{folder} is a file; give a folder for the store")
         manifest_path = folder / MANIFEST
+        own = self.path is not None and _same_folder(self.path, folder)
+        if manifest_path.is_file() and not own and not overwrite:
+            raise StoreExistsError(
+                f"{folder} already holds a knowledge store ({_count_phrase(folder)}); "
+                f"saving this one ({len(self)} entries) there would replace it. Add to it with "
+                "`geoassist kb add`, pick a new folder, or replace it on purpose "
+                "(`kb build --force`, save(..., overwrite=True))"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
         previous = 0
         if manifest_path.is_file():
             try:
@@ -626,6 +645,28 @@ class KnowledgeStore:
                     raise CorruptStoreError(f"{path} holds entry {entry.id!r} twice; {rebuild}")
                 self.entries[row] = entry
                 self.rows[entry.id] = row
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.expanduser().resolve() == b.expanduser().resolve()
+    except OSError:
+        return False
+
+
+def stored_count(path: str | Path) -> int | None:
+    """How many entries the store in ``path`` holds, by its manifest (None: no readable store)."""
+    try:
+        count = json.loads((Path(path).expanduser() / MANIFEST).read_text(encoding="utf-8"))
+        count = count.get("count")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return count if isinstance(count, int) else None
+
+
+def _count_phrase(folder: Path) -> str:
+    count = stored_count(folder)
+    return f"{count} entries" if count is not None else "its manifest is unreadable"
 
 
 def _library_version() -> str:
