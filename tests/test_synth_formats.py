@@ -40,9 +40,76 @@ def test_dota_roundtrip(hr_out):
     assert len(rows) == 4 and all(p.exists() for p, _, _ in rows)
     meta, objs = rows[0][1], [o for r in rows for o in r[2]]
     assert meta["imagesource"] == "GeoSynth" and float(meta["gsd"]) > 0
-    for o in objs:
+    for o in objs:  # every corner inside the 256 px image, as in DOTA's own labels
         x1, y1, x2, y2 = o.box
-        assert -1 <= x1 < x2 <= 257 and -1 <= y1 < y2 <= 257
+        assert 0 <= x1 < x2 <= 256 and 0 <= y1 < y2 <= 256
+        assert o.difficult in (0, 2)
+
+
+def _cut_scene():
+    """A 128 px scene whose planes are cut by the border by hand: one whole, one with one
+    corner outside (a five-corner part), one half outside and one mostly outside."""
+    from geoassist.synth.encode import Encoded
+    from geoassist.synth.pipeline import make_sample
+    from geoassist.synth.types import OrientedBox, SynthObject
+
+    scene = make_sample("hr", 3, 128)
+    a = scene.annotation
+    boxes = {
+        "whole": OrientedBox(64, 64, 20, 10, 0),
+        "corner": OrientedBox(4, 60, 20, 10, 30),  # the plane at x < 0 of the issue
+        "half": OrientedBox(128, 30, 20, 10, 0),
+        "mostly": OrientedBox(60, -3, 16, 12, 0),
+    }
+    objects = []
+    for n, (name, obox) in enumerate(boxes.items()):
+        corners = obox.corners()
+        xs, ys = [x for x, _ in corners], [y for _, y in corners]
+        box = [min(xs), min(ys), max(xs), max(ys)]
+        objects.append(SynthObject(n, "airplane", corners, box, obox, {"name": name}))
+    a.objects = objects
+    return scene, Encoded(scene), boxes
+
+
+def test_dota_and_dior_keep_cut_objects_inside_the_image(tmp_path):
+    from geoassist.synth.exporters import DIORExporter, DOTAExporter, clip_quad
+
+    scene, enc, boxes = _cut_scene()
+    w = h = 128
+    assert any(x < 0 for x, _ in boxes["corner"].corners())  # the old export wrote these as is
+    for exporter in (DOTAExporter(tmp_path, "val", "hr"), DIORExporter(tmp_path, "val", "hr")):
+        exporter.add(0, scene, enc)
+        exporter.close()
+    ((_, meta, objects),) = R.read_dota(tmp_path / "dota" / "val")
+    assert len(objects) == 4 and {o.cls for o in objects} == {"plane"}
+    for o in objects:
+        assert len(o.polygon) == 4
+        assert all(0 <= x <= w and 0 <= y <= h for x, y in o.polygon), o.polygon
+    whole, corner, half, mostly = objects
+    expected_whole = [54.0, 59.0, 74.0, 59.0, 74.0, 69.0, 54.0, 69.0]
+    assert [v for p in whole.polygon for v in p] == pytest.approx(expected_whole)
+    assert whole.difficult == 0
+    # a corner cut off keeps most of the plane: still an ordinary object, four corners
+    assert corner.difficult == 0 and min(x for x, _ in corner.polygon) == 0.0
+    # half of the plane inside (50 %, under DOTA_devkit's 70 %): difficult 2, clipped at x = 128
+    assert half.difficult == 2
+    assert sorted({round(x, 1) for x, _ in half.polygon}) == [118.0, 128.0]
+    # mostly outside: 3 of 12 rows inside
+    assert mostly.difficult == 2 and mostly.box == pytest.approx([52.0, 0.0, 68.0, 3.0])
+    quad, kept = clip_quad(boxes["half"].corners(), w, h)
+    assert kept == pytest.approx(0.5) and len(quad) == 4
+    assert clip_quad([(-9, -9), (-1, -9), (-1, -1), (-9, -1)], w, h) == (None, 0.0)
+    # DIOR: boxes and rotated boxes inside the image, cut objects marked truncated
+    import xml.etree.ElementTree as ET
+
+    for folder in ("Horizontal Bounding Boxes", "Oriented Bounding Boxes"):
+        root = ET.parse(tmp_path / "dior" / "Annotations" / folder / "00001.xml").getroot()
+        flags = [int(o.findtext("truncated")) for o in root.iter("object")]
+        assert flags == [0, 1, 1, 1]
+        values = [int(v.text) for o in root.iter("object") for v in o.iter() if v.tag[:2] in ("x_", "y_") or v.tag in ("xmin", "ymin", "xmax", "ymax")]
+        assert values and all(0 <= v <= 128 for v in values)
+    dior = R.read_dior(tmp_path / "dior", "val", oriented=True)
+    assert all(len(ob["polygon"]) == 4 for _, x in dior for ob in x["objects"])
 
 
 def test_dior_and_rsvg_roundtrip(hr_out):

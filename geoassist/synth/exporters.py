@@ -122,6 +122,60 @@ class RSVQAExporter(Exporter):
         _dump(self.root / f"{prefix}_images.json", {"images": self.images})
 
 
+# DOTA_devkit's image splitter keeps the part of a cut object inside the patch and marks it
+# difficult "2" when that part is at most 70 % of the object; DOTA's labels keep every corner
+# inside the image. The exports follow both rules (DIOR, a VOC format, sets <truncated>).
+TRUNCATED_KEPT_FRACTION = 0.7
+DOTA_TRUNCATED_DIFFICULT = 2
+
+
+def _quad_from_five(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Four corners from five: the two ends of the shortest edge become its midpoint (as
+    DOTA_devkit does for a rectangle with one corner cut off by the patch border)."""
+    n = len(points)
+    lengths = [
+        ((points[i][0] - points[(i + 1) % n][0]) ** 2 + (points[i][1] - points[(i + 1) % n][1]) ** 2)
+        for i in range(n)
+    ]
+    i = min(range(n), key=lengths.__getitem__)
+    j = (i + 1) % n
+    mid = ((points[i][0] + points[j][0]) / 2, (points[i][1] + points[j][1]) / 2)
+    out = [p for k, p in enumerate(points) if k not in (i, j)]
+    out.insert(min(i, j) if j != 0 else len(out), mid)
+    return out
+
+
+def clip_quad(
+    corners: list[tuple[float, float]], width: float, height: float
+) -> tuple[list[tuple[float, float]] | None, float]:
+    """The part of a quadrilateral inside a ``width`` × ``height`` image, as four corners
+    (clockwise on screen), and the fraction of its area kept; ``(None, 0.0)`` when nothing is
+    inside. A part with more than five corners is given its bounding box within the image."""
+    from shapely.geometry import Polygon
+    from shapely.geometry import box as rectangle
+    from shapely.geometry.polygon import orient
+
+    def clamp(points):
+        return [(min(max(x, 0.0), width), min(max(y, 0.0), height)) for x, y in points]
+
+    if all(0 <= x <= width and 0 <= y <= height for x, y in corners):
+        return list(corners), 1.0
+    shape = Polygon(corners)
+    if not shape.is_valid:
+        shape = shape.buffer(0)
+    inside = shape.intersection(rectangle(0, 0, width, height))
+    if shape.area <= 0 or inside.is_empty or inside.area <= 0 or inside.geom_type != "Polygon":
+        return None, 0.0
+    kept = inside.area / shape.area
+    points = list(orient(inside.simplify(0), sign=1.0).exterior.coords)[:-1]
+    if len(points) == 5:
+        points = _quad_from_five(points)
+    elif len(points) != 4:
+        x1, y1, x2, y2 = inside.bounds
+        points = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
+    return clamp(points), kept
+
+
 class DOTAExporter(Exporter):
     name = "dota"
     kinds = ("hr",)
@@ -135,10 +189,25 @@ class DOTAExporter(Exporter):
         _write(self.root / self.split / "images" / f"{stem}.png", enc.get("rgb.png"))
         lines = ["imagesource:GeoSynth", f"gsd:{a.gsd_m:g}"]
         for o in a.objects:
-            if o.cls in DOTA_CLASSES:
-                pts = " ".join(f"{x:.1f} {y:.1f}" for x, y in o.obox.corners())
-                lines.append(f"{pts} {DOTA_CLASSES[o.cls]} 0")
+            if o.cls not in DOTA_CLASSES:
+                continue
+            quad, kept = clip_quad(o.obox.corners(), a.width, a.height)
+            if quad is None:
+                continue
+            difficult = DOTA_TRUNCATED_DIFFICULT if kept <= TRUNCATED_KEPT_FRACTION else 0
+            pts = " ".join(f"{_inside(x, a.width)} {_inside(y, a.height)}" for x, y in quad)
+            lines.append(f"{pts} {DOTA_CLASSES[o.cls]} {difficult}")
         _write(self.root / self.split / "labelTxt" / f"{stem}.txt", "\n".join(lines) + "\n")
+
+
+def _box_inside(box: list[float], width: float, height: float) -> list[float]:
+    """A horizontal box cut to the image (VOC boxes, like every published label, stay inside)."""
+    return [max(box[0], 0), max(box[1], 0), min(box[2], width), min(box[3], height)]
+
+
+def _inside(value: float, limit: float) -> str:
+    """A coordinate with one decimal that rounding cannot push past the image edge."""
+    return f"{min(max(round(value, 1), 0.0), float(limit)):.1f}"
 
 
 def _voc(filename: str, w: int, h: int, objects: list[str], database: str) -> str:
@@ -174,10 +243,14 @@ class DIORExporter(Exporter):
         for o in a.objects:
             if o.cls not in DIOR_CLASSES:
                 continue
+            c, kept = clip_quad(o.obox.corners(), a.width, a.height)
+            x1, y1, x2, y2 = _box_inside(o.box, a.width, a.height)
+            if c is None or x2 <= x1 or y2 <= y1:
+                continue  # nothing of it inside the image
+            truncated = int(kept < 1.0 or [x1, y1, x2, y2] != list(o.box))
             n = DIOR_CLASSES[o.cls]
-            head = f"  <object>\n    <name>{n}</name>\n    <pose>Unspecified</pose>\n    <truncated>0</truncated>\n    <difficult>0</difficult>\n"
-            hbb.append(head + _bndbox(o.box) + "  </object>\n")
-            c = o.obox.corners()
+            head = f"  <object>\n    <name>{n}</name>\n    <pose>Unspecified</pose>\n    <truncated>{truncated}</truncated>\n    <difficult>0</difficult>\n"
+            hbb.append(head + _bndbox([x1, y1, x2, y2]) + "  </object>\n")
             keys = ["left_top", "right_top", "right_bottom", "left_bottom"]
             rob = "".join(f"      <x_{k}>{int(round(x))}</x_{k}>\n      <y_{k}>{int(round(y))}</y_{k}>\n" for k, (x, y) in zip(keys, c, strict=True))
             obb.append(head.replace("<pose>Unspecified</pose>\n", "") + f"    <type>robndbox</type>\n    <robndbox>\n{rob}    </robndbox>\n    <angle>{o.obox.angle_deg:.1f}</angle>\n  </object>\n")
@@ -214,7 +287,7 @@ class DIORRSVGExporter(Exporter):
         objs = []
         for r in a.referring:
             o = a.object(r.object_id)
-            objs.append(f"  <object>\n    <name>{escape(DIOR_CLASSES.get(o.cls, o.cls.replace('_', '')))}</name>\n" + _bndbox(o.box) + f"    <description>{escape(r.text)}</description>\n  </object>\n")
+            objs.append(f"  <object>\n    <name>{escape(DIOR_CLASSES.get(o.cls, o.cls.replace('_', '')))}</name>\n" + _bndbox(_box_inside(o.box, a.width, a.height)) + f"    <description>{escape(r.text)}</description>\n  </object>\n")
         _write(self.root / "Annotations" / f"{stem}.xml", _voc(f"{stem}.jpg", a.width, a.height, objs, "DIOR"))
         self.stems.append(stem)
 
