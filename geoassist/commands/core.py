@@ -106,16 +106,17 @@ def _bands(text: str | None):
 
 
 def read_prompt(text: str) -> str:
-    """``-`` reads standard input, ``@FILE`` reads a file; anything else is the prompt itself."""
+    """``-`` reads standard input, ``@FILE`` reads a file; anything else is the prompt itself.
+
+    Each must be UTF-8 text; anything else is a :class:`~geoassist.textio.TextInputError`.
+    """
+    from geoassist.textio import check_text, read_stdin_text, read_text_file
+
     if text == "-":
-        return sys.stdin.read().strip()
+        return read_stdin_text("the prompt on standard input").strip()
     if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            return path.read_text().strip()
-        except OSError as exc:
-            raise GeoAssistError(f"cannot read the prompt file {path}: {exc.strerror}") from exc
-    return text
+        return read_text_file(text[1:], "prompt file").strip()
+    return check_text(text, "the prompt")
 
 
 def run_info(args) -> int:
