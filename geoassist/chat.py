@@ -80,6 +80,15 @@ def with_image_slots(prompt: str, num_images: int) -> str:
     return IMAGE_SLOT * num_images + "\n" + prompt
 
 
+def without_image_slots(text: str) -> str:
+    """``text`` with its ``<image>`` slots removed (a later turn about images already shown)."""
+    if IMAGE_SLOT not in text:
+        return text
+    return "\n".join(
+        " ".join(line.replace(IMAGE_SLOT, " ").split()) for line in text.split("\n")
+    ).strip("\n")
+
+
 def render(
     conversation: Sequence[Message | dict],
     tokenizer,
@@ -92,6 +101,9 @@ def render(
 ) -> Rendered:
     """Render ``conversation`` into ids and labels.
 
+    A conversation may hold any number of turns: every assistant turn is supervised (unless
+    its ``train`` is False), so a multi-turn training sample puts the image slots once, in its
+    first user turn, and supervises each answer.
     ``num_images`` (when given) must equal the number of ``<image>`` slots.
     ``add_generation_prompt`` ends with an open assistant header, for inference.
     With ``max_length``, a sequence that is too long is cut at the end — unless

@@ -41,9 +41,46 @@ def _sources(config) -> list[dict[str, Any]]:
     return out
 
 
+def starting_card(name_or_path: str) -> dict[str, Any]:
+    """The card of the model a run starts from (a checkpoint folder or a published name), or {}."""
+    from geoassist.checkpoint import PRETRAINED, weights_dir
+
+    folder = Path(str(name_or_path)).expanduser()
+    if not folder.is_dir() and str(name_or_path) in PRETRAINED:
+        folder = weights_dir() / PRETRAINED[str(name_or_path)]["folder"]
+    meta = folder / "geoassist.json"
+    if not meta.is_file():
+        return {}
+    try:
+        return json.loads(meta.read_text()).get("card") or {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def add_counts(*counts: dict[str, int] | None) -> dict[str, int]:
+    """Per-task sample counts added up (a run's own after those of the model it started from)."""
+    total: dict[str, int] = {}
+    for one in counts:
+        for task, n in (one or {}).items():
+            total[task] = total.get(task, 0) + int(n)
+    return dict(sorted(total.items()))
+
+
 def training_card(
-    config, model, *, step: int, elapsed_s: float, n_trainable: int, scores: dict, hardware: str
+    config,
+    model,
+    *,
+    step: int,
+    elapsed_s: float,
+    n_trainable: int,
+    scores: dict,
+    hardware: str,
+    samples_per_task: dict[str, int] | None = None,
+    best: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The card of a run's final model. ``cumulative_minutes`` and ``cumulative_samples_per_task``
+    add this run to what the card of its starting model says (a continued model keeps its history);
+    ``best`` is the validation record of the step whose weights the final model holds."""
     lm_name, lm_licence = LM_LICENCES.get(
         model.config.lm.source, (model.config.lm.name_or_path, "see the model's card")
     )
@@ -58,6 +95,21 @@ def training_card(
         f"- `{s['recipe']}` ({s['records'] if s['records'] is not None else '?'} records, licence: {s['licence']}) from {s['path']}"
         for s in sources
     )
+    before = starting_card(config.model)
+    this_minutes = round(elapsed_s / 60, 2)
+    cumulative = round(float(before.get("cumulative_minutes") or 0.0) + this_minutes, 2)
+    history = (
+        f"\n\nCumulative training time {cumulative:.1f} min (this run and the model it started from)."
+    )
+    if samples_per_task:
+        history += " Samples seen by this run per task: " + ", ".join(
+            f"{t} {n}" for t, n in sorted(samples_per_task.items())
+        ) + "."
+    if best:
+        history += (
+            f" The weights are those of step {best['step']}, the best validation loss "
+            f"({best['val_loss']:.4f} on {best.get('n', '?')} validation samples)."
+        )
     return {
         "name": Path(config.out_dir).name,
         "summary": config.card.get(
@@ -69,11 +121,18 @@ def training_card(
             f"Stage {config.stage}, {step} optimizer steps of batch {config.optim.batch_size}×{config.optim.grad_accum}, "
             f"lr {config.optim.lr}, {n_trainable:,} trainable parameters, {elapsed_s / 60:.1f} min on {hardware}.\n\n"
             f"Base models: language model {lm_name} (licence {lm_licence}); vision tower {vision_origin}."
+            f"{history}"
         ),
         "scores": scores,
         "stage": config.stage,
         "steps": step,
-        "compute_minutes": round(elapsed_s / 60, 2),
+        "compute_minutes": this_minutes,
+        "cumulative_minutes": cumulative,
+        "samples_per_task": dict(sorted((samples_per_task or {}).items())),
+        "cumulative_samples_per_task": add_counts(
+            before.get("cumulative_samples_per_task"), samples_per_task
+        ),
+        "validation": best,
         "hardware": hardware,
         "sources": sources,
     }

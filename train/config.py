@@ -36,9 +36,14 @@ class DataArgs:
     max_length: int = 1024
     group_by_length: bool = True
     num_workers: int = 0
+    # Validation for keeping the best checkpoint (see TrainConfig.val_every): folders like
+    # ``train``, read at their ``val`` split (real datasets: the committed split's val images).
+    val: list[Any] = field(default_factory=list)
+    val_limit: int = 64  # validation samples (the first of a fixed seeded choice)
 
     def __post_init__(self) -> None:
         _check(self.max_length >= 32, "data.max_length must be >= 32")
+        _check(self.val_limit >= 1, "data.val_limit must be >= 1")
         _check(self.num_workers >= 0, "data.num_workers must be >= 0")
 
 
@@ -149,6 +154,12 @@ class Stage0Args:
 class Stage2Args:
     train_vision_blocks: int = 0  # also train the last N blocks of the vision tower
     qlora: bool = False  # 4-bit base LM through bitsandbytes (GPU only)
+    # All records of one image (or pair) as one multi-turn conversation up to data.max_length
+    # (train/packing.py); false: one record per sequence.
+    packing: bool = False
+    # A folder of cached vision-tower features (train/feature_cache.py), used while the tower
+    # is frozen (train_vision_blocks: 0); null computes the tower in every step.
+    feature_cache: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.train_vision_blocks >= 0, "stage2.train_vision_blocks must be >= 0")
@@ -167,6 +178,9 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto (bf16 on a GPU that has it, else no) | no | bf16 | fp16
     gradient_checkpointing: bool = False
     save_every: int = 50
+    # Every this many steps (0: never), the loss on data.val decides the best checkpoint, which
+    # the run's final model becomes (train/trainer.py).
+    val_every: int = 0
     keep_last: int = 2
     log_every: int = 5
     eval_tasks: list[str] | None = None  # harness tasks to run at the end on data.eval
@@ -201,6 +215,11 @@ class TrainConfig:
         )
         _check(
             self.save_every >= 1 and self.keep_last >= 1, "save_every and keep_last must be >= 1"
+        )
+        _check(self.val_every >= 0, "val_every must be >= 0")
+        _check(
+            not self.val_every or (bool(self.data.val) and self.stage in (1, 2)),
+            "val_every needs data.val folders and a stage-1 or stage-2 run",
         )
 
     def to_dict(self) -> dict[str, Any]:

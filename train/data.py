@@ -141,17 +141,92 @@ def load_samples(
     return samples
 
 
+def validation_samples(
+    entries: Sequence[Any], *, tasks: Sequence[str] | None, seed: int, limit: int
+) -> list[Sample]:
+    """Validation records: the ``val`` images of the committed real-data split for real
+    datasets, the recipe's ``val`` split for other sources (GeoSynth's val seeds); a seeded
+    choice of ``limit`` of them, the same in every run with this seed."""
+    from geoassist.data_recipes import image_root, read_records
+    from geoassist.splits import record_split
+
+    samples: list[Sample] = []
+    for entry in _entries(entries):
+        folder = Path(entry["path"]).expanduser()
+        if not folder.is_dir():
+            raise TrainDataError(
+                f"validation data folder {folder} does not exist; build it with `geoassist data build`"
+            )
+        root = image_root(folder)
+        for record in read_records(folder, split=None):
+            if tasks is not None and record["task"] not in tasks:
+                continue
+            real = record_split(record)
+            if (real if real is not None else record.get("split")) == "val":
+                samples.append(Sample(record, root))
+    if not samples:
+        raise TrainDataError(
+            f"no validation records in {[e['path'] for e in _entries(entries)]}: real datasets "
+            "give their val images of the committed split, other recipes need a val split"
+        )
+    random.Random(f"val:{seed}").shuffle(samples)
+    return samples[:limit]
+
+
 def _load_pixels(sample: Sample, config: ModelConfig) -> torch.Tensor:
+    return load_pixels(sample.image_root, sample.record["images"], config)
+
+
+def load_pixels(image_root: Path, rels: Sequence[str], config: ModelConfig) -> torch.Tensor:
+    """The preprocessed images ``image_root / rel`` as one (n, bands, H, W) tensor."""
     from geoassist.io import load_image
     from geoassist.preprocess import to_pixel_values
 
     images = []
-    for rel in sample.record["images"]:
-        path = sample.image_root / rel
+    for rel in rels:
+        path = image_root / rel
         images.append(to_pixel_values(load_image(path), config.preprocess))
     if not images:
         return torch.zeros(0, 3, config.preprocess.image_size, config.preprocess.image_size)
     return torch.stack(images)
+
+
+class ImageSource:
+    """A sample's images as model input: pixels, or the tower's cached features.
+
+    Without a cache, ``{"pixel_values": (n, bands, H, W)}``. With one
+    (:meth:`use_cache`, for a stage whose tower is frozen), ``{"vision_features":
+    (n, tokens, width)}`` read from :class:`geoassist.train.feature_cache.FeatureCache`.
+    """
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.cache = None
+        self.digests: dict[Path, str] = {}
+
+    def use_cache(self, cache, digests: dict[Path, str]) -> None:
+        self.cache, self.digests = cache, dict(digests)
+
+    def __call__(self, image_root: Path, images: Sequence[str]) -> dict[str, torch.Tensor]:
+        if self.cache is None or not images:
+            return {"pixel_values": load_pixels(image_root, images, self.config)}
+        features = []
+        for rel in images:
+            path = image_root / rel
+            digest = self.digests.get(path)
+            if digest is None:
+                from geoassist.train.feature_cache import image_digest
+
+                digest = self.digests[path] = image_digest(path)
+            features.append(self.cache.load(digest))
+        return {"vision_features": torch.stack(features)}
+
+
+def image_files(samples: Sequence[Sample]) -> list[Path]:
+    """Every image file the samples show, each once."""
+    return list(
+        dict.fromkeys(s.image_root / rel for s in samples for rel in s.record.get("images") or ())
+    )
 
 
 def pick_caption(record: dict[str, Any], index: int) -> str:
@@ -179,6 +254,7 @@ class ConversationDataset(Dataset):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.captions_only = captions_only
+        self.images = ImageSource(config)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -215,8 +291,9 @@ class ConversationDataset(Dataset):
         )
         return {
             "rendered": rendered,
-            "pixel_values": _load_pixels(sample, self.config),
+            **self.images(sample.image_root, sample.record["images"]),
             "id": sample.record["id"],
+            "tasks": [sample.record.get("task")],
         }
 
 
@@ -244,9 +321,17 @@ class ImageTextDataset(Dataset):
 def collate_conversations(pad_token_id: int):
     def fn(items: list[dict[str, Any]]) -> dict[str, Any]:
         batch = collate([it["rendered"] for it in items], pad_token_id, padding_side="right")
-        pixels = [it["pixel_values"] for it in items if it["pixel_values"].shape[0]]
+        # Pixels or cached tower features, whichever the dataset gives (a text-only sample
+        # gives empty pixels whatever the dataset).
+        pixels = [it["pixel_values"] for it in items if "pixel_values" in it and it["pixel_values"].shape[0]]
+        features = [it["vision_features"] for it in items if "vision_features" in it]
+        if pixels and features:
+            raise TrainDataError("a batch mixes pixels and cached features; use one image source")
         batch["pixel_values"] = torch.cat(pixels) if pixels else None
+        if features:
+            batch["vision_features"] = torch.cat(features)
         batch["ids"] = [it["id"] for it in items]
+        batch["tasks"] = [task for it in items for task in it.get("tasks", [])]
         return batch
 
     return fn
@@ -294,12 +379,21 @@ class ResumableBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Yields :func:`epoch_batches` forever, epoch after epoch, starting at any (epoch, batch)."""
 
     def __init__(
-        self, lengths: Sequence[int], batch_size: int, *, seed: int, group_by_length: bool
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        *,
+        seed: int,
+        group_by_length: bool,
+        epoch_indices: bool = False,
     ):
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.group_by_length = group_by_length
+        # Yield ``epoch * len(lengths) + i`` instead of ``i``, for datasets whose items change
+        # with the epoch (the turn order of packed conversations).
+        self.epoch_indices = epoch_indices
         self.start_epoch = 0
         self.start_batch = 0
 
@@ -320,7 +414,9 @@ class ResumableBatchSampler(torch.utils.data.Sampler[list[int]]):
                 epoch=epoch,
                 group_by_length=self.group_by_length,
             )
-            yield from batches[skip:]
+            offset = epoch * len(self.lengths) if self.epoch_indices else 0
+            for batch in batches[skip:]:
+                yield [offset + i for i in batch]
             epoch, skip = epoch + 1, 0
 
     def __len__(self) -> int:  # one epoch; the trainer counts steps, not epochs

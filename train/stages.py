@@ -232,6 +232,7 @@ def stage_loss(stage: int, module: StageModule, batch: dict) -> tuple[torch.Tens
         batch["attention_mask"],
         batch["labels"],
         return_logits=False,
+        vision_features=batch.get("vision_features"),  # a frozen tower's cached output
     )
     return out.loss, batch["input_ids"].shape[0]
 

@@ -9,11 +9,14 @@ checkpoint with its model card.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
+import os
 import platform
 import signal
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,7 @@ from geoassist.train.data import (
     collate_conversations,
     collate_image_text,
     load_samples,
+    validation_samples,
 )
 from geoassist.train.stages import build_stage, stage_loss, trainable_parameters
 from geoassist.train.state import latest_checkpoint, load_training_state, save_training_state
@@ -153,14 +157,61 @@ def _datasets(config: TrainConfig, model):
     )
     if config.stage == 0:
         return ImageTextDataset(samples, model.config), collate_image_text
-    dataset = ConversationDataset(
+    return _conversation_dataset(config, model, samples), collate_conversations(model.pad_token_id)
+
+
+def _conversation_dataset(config: TrainConfig, model, samples):
+    """Stage 1/2 samples: one record per sequence, or packed multi-turn conversations."""
+    if config.stage == 2 and config.stage2.packing:
+        from geoassist.train.packing import PackedConversationDataset
+
+        return PackedConversationDataset(
+            samples, model.config, model.tokenizer, max_length=config.data.max_length, seed=config.seed
+        )
+    return ConversationDataset(
         samples,
         model.config,
         model.tokenizer,
         max_length=config.data.max_length,
         captions_only=config.stage == 1,
     )
-    return dataset, collate_conversations(model.pad_token_id)
+
+
+def _validation_dataset(config: TrainConfig, model):
+    if not config.val_every:
+        return None
+    tasks = config.data.tasks if config.stage == 2 else ["caption"]
+    samples = validation_samples(
+        config.data.val, tasks=tasks, seed=config.seed, limit=config.data.val_limit
+    )
+    return _conversation_dataset(config, model, samples)
+
+
+def _use_feature_cache(config: TrainConfig, model, datasets: list, accelerator) -> None:
+    """Read the frozen tower's features from ``stage2.feature_cache`` (filled once, by the main
+    process, for every image the datasets show); a tower that trains bypasses the cache."""
+    from geoassist.train.data import image_files
+    from geoassist.train.feature_cache import FeatureCache, digests_of, tower_is_frozen
+
+    if not tower_is_frozen(model):
+        logger.info("feature cache: the vision tower trains in this stage, so it runs every step")
+        return
+    cache = FeatureCache(config.stage2.feature_cache, model.vision, model.config.preprocess)
+    samples = [s for d in datasets for s in _dataset_samples(d)]
+    digests = digests_of(image_files(samples))
+    if accelerator.is_main_process:
+        model.vision.to(accelerator.device)
+        ran = cache.fill(model, {d: p for p, d in digests.items()}, device=accelerator.device)
+        logger.info("feature cache: %d images, %d computed now, in %s", len(digests), ran, cache.folder)
+    accelerator.wait_for_everyone()
+    for dataset in datasets:
+        dataset.images.use_cache(cache, digests)
+
+
+def _dataset_samples(dataset) -> list:
+    if hasattr(dataset, "conversations"):
+        return [s for conv in dataset.conversations for s in conv.samples]
+    return list(dataset.samples)
 
 
 def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
@@ -206,12 +257,16 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
         dataset, collate_fn = stage0_dataset(config, model, module.dense, stage0_sources), collate_stage0
     else:
         dataset, collate_fn = _datasets(config, model)
+    val_dataset = _validation_dataset(config, model) if stage0_sources is None else None
+    if config.stage == 2 and config.stage2.feature_cache:
+        _use_feature_cache(config, model, [d for d in (dataset, val_dataset) if d is not None], accelerator)
     world = accelerator.num_processes
     sampler = ResumableBatchSampler(
         [dataset.estimated_length(i) for i in range(len(dataset))],
         config.optim.batch_size * world,
         seed=config.seed,
         group_by_length=config.data.group_by_length,
+        epoch_indices=getattr(dataset, "epoch_aware", False),
     )
     params = trainable_parameters(module)
     n_trainable = sum(p.numel() for p in params.values())
@@ -222,6 +277,7 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
 
     step, batches_done, elapsed_before = 0, 0, 0.0
+    task_counts: Counter[str] = Counter()
     checkpoint = latest_checkpoint(out_dir) if resume else None
     if checkpoint is not None:
         state = load_training_state(
@@ -229,6 +285,7 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
         )
         step, batches_done = state["step"], state["batches_done"]
         elapsed_before = state.get("elapsed_s", 0.0)
+        task_counts.update(state.get("samples_per_task") or {})
         # The learning rate of the next step comes from this run's schedule: a run resumed with
         # more max_steps (or another schedule) must not keep the old run's final rate (0 at
         # the end of a cosine). For an unchanged config this is the rate that was saved.
@@ -282,6 +339,7 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
                     "batches_done": batches_done,
                     "elapsed_s": elapsed_before + time.perf_counter() - start_time,
                     "stage": config.stage,
+                    "samples_per_task": dict(task_counts),
                 },
                 keep_last=config.keep_last,
             )
@@ -309,12 +367,23 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
                     optimizer.zero_grad()
                 step_loss += loss.item() / config.optim.grad_accum
                 samples_seen += n * world
+                # every turn of a packed conversation is one sample of its record's task (on more
+                # than one process: this process's share times the number of processes)
+                for task in batch.get("tasks") or ():
+                    task_counts[str(task)] += world
             step += 1
             losses.append((step, step_loss))
             rate = samples_seen / max(time.perf_counter() - start_time, 1e-9)
             progress.update(step_loss, rate)
             if step % config.log_every == 0 or step == config.optim.max_steps:
                 log.write(step, step_loss, scheduler.get_last_lr()[0], rate)
+            if val_dataset is not None and (
+                step % config.val_every == 0 or step == config.optim.max_steps
+            ):
+                if main:
+                    _validate(config, raw_module, val_dataset, collate_fn, accelerator, step)
+                    module.train()
+                accelerator.wait_for_everyone()
             if (
                 step % config.save_every == 0
                 or stop.signal is not None
@@ -332,9 +401,13 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
     if stop.signal is not None or not main:
         return result
     elapsed = elapsed_before + time.perf_counter() - start_time
+    best = _restore_best(out_dir, raw_module, step) if val_dataset is not None else None
     model.eval()
     result.scores = _evaluate(config, model) if config.eval_tasks else {}
-    result.final = _save_final(config, model, step, elapsed, n_trainable, result.scores)
+    result.final = _save_final(
+        config, model, step, elapsed, n_trainable, result.scores,
+        samples_per_task=dict(task_counts), best=best,
+    )  # fmt: skip
     if raw_module.dense is not None:
         from geoassist.model.dense_heads import save_dense_heads
 
@@ -460,8 +533,84 @@ def _evaluate(config: TrainConfig, model) -> dict[str, Any]:
     return scores
 
 
+def _read_best(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / "best" / "best.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@torch.no_grad()
+def _validation_loss(stage: int, module, dataset, collate_fn, accelerator, batch_size: int) -> float:
+    """Mean loss over the validation samples (turn order of epoch 0), weighted by sample."""
+    total, count = 0.0, 0
+    for start in range(0, len(dataset), batch_size):
+        batch = collate_fn([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        with accelerator.autocast():
+            loss, n = stage_loss(stage, module, _to_device(batch, accelerator.device))
+        total += float(loss) * n
+        count += n
+    return total / max(count, 1)
+
+
+def _validate(config: TrainConfig, raw_module, dataset, collate_fn, accelerator, step: int) -> None:
+    """Score the validation loss; keep the trainable weights when it is the best so far."""
+    from safetensors.torch import save_file
+
+    raw_module.eval()
+    loss = _validation_loss(config.stage, raw_module, dataset, collate_fn, accelerator, config.optim.batch_size)
+    out_dir = Path(config.out_dir)
+    best = _read_best(out_dir)
+    history = (best or {}).get("history", []) + [{"step": step, "val_loss": round(loss, 6)}]
+    better = best is None or loss < best["val_loss"]
+    logger.info("step %d validation loss %.4f%s", step, loss, " (best so far)" if better else "")
+    folder = out_dir / "best"
+    folder.mkdir(parents=True, exist_ok=True)
+    if better:
+        tmp = folder / "trainable.safetensors.tmp"
+        tensors = {k: v.detach().cpu().contiguous() for k, v in trainable_parameters(raw_module).items()}
+        save_file(tensors, str(tmp))
+        os.replace(tmp, folder / "trainable.safetensors")
+        best = {"step": step, "val_loss": round(loss, 6), "n": len(dataset)}
+    record = {**best, "history": history}
+    tmp = folder / "best.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, folder / "best.json")
+
+
+def _restore_best(out_dir: Path, raw_module, step: int) -> dict[str, Any] | None:
+    """Load the best validated trainable weights into the model (unless the last step was best)."""
+    from safetensors.torch import load_file
+
+    best = _read_best(out_dir)
+    if best is None:
+        return None
+    if best["step"] != step:
+        weights = load_file(str(out_dir / "best" / "trainable.safetensors"))
+        missing = set(weights) - set(dict(raw_module.named_parameters()))
+        if missing:
+            from geoassist.errors import CheckpointError
+
+            raise CheckpointError(
+                f"{out_dir / 'best'} holds weights this run does not train ({sorted(missing)[:3]}…); "
+                "it belongs to another run: delete that folder and resume"
+            )
+        raw_module.load_state_dict(weights, strict=False)
+        logger.info(
+            "final model: the weights of step %d (validation loss %.4f), not the last step %d",
+            best["step"], best["val_loss"], step,
+        )  # fmt: skip
+    return best
+
+
 def _save_final(
-    config: TrainConfig, model, step: int, elapsed: float, n_trainable: int, scores: dict
+    config: TrainConfig,
+    model,
+    step: int,
+    elapsed: float,
+    n_trainable: int,
+    scores: dict,
+    *,
+    samples_per_task: dict[str, int] | None = None,
+    best: dict[str, Any] | None = None,
 ) -> Path:
     from geoassist.checkpoint import save_checkpoint
     from geoassist.train.card import training_card
@@ -474,5 +623,7 @@ def _save_final(
         n_trainable=n_trainable,
         scores=scores,
         hardware=_hardware(),
+        samples_per_task=samples_per_task,
+        best=best,
     )
     return save_checkpoint(model, Path(config.out_dir) / "final", card=card)

@@ -161,24 +161,41 @@ class GeoAssistModel(nn.Module):
         return is_image, temporal
 
     def encode_images(
-        self, pixel_values: torch.Tensor, temporal_index: torch.Tensor
+        self,
+        pixel_values: torch.Tensor | None,
+        temporal_index: torch.Tensor,
+        *,
+        vision_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(num_images, 3, H, W) → (num_images, num_image_tokens, lm_dim)."""
-        features = self.vision(pixel_values)
+        """(num_images, 3, H, W) → (num_images, num_image_tokens, lm_dim).
+
+        ``vision_features`` — the tower's output for these images, computed earlier (a frozen
+        tower's cached features, :mod:`geoassist.train.feature_cache`) — skips the tower.
+        """
+        if vision_features is not None:
+            features = vision_features.to(self.projector_dtype)
+        else:
+            features = self.vision(pixel_values)
         return self.projector(features, temporal_index.to(features.device))
+
+    @property
+    def projector_dtype(self) -> torch.dtype:
+        return next(self.projector.parameters()).dtype
 
     def embed_inputs(
         self,
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor | None,
         visual: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token embeddings with the image positions filled by the projected images.
 
         ``visual`` passes the projected images (``encode_images`` output) when they are already
-        known, so the vision tower does not run again.
+        known, so the vision tower does not run again; ``vision_features`` passes the tower's
+        output instead of ``pixel_values``, so only the projector runs.
         """
-        embeds, _ = self._embed(input_ids, pixel_values, visual)
+        embeds, _ = self._embed(input_ids, pixel_values, visual, vision_features)
         return embeds
 
     def _embed(
@@ -186,10 +203,16 @@ class GeoAssistModel(nn.Module):
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor | None,
         visual: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         is_image, temporal = self._image_layout(input_ids)
         n_images = len(temporal)
-        given = 0 if pixel_values is None else pixel_values.shape[0]
+        if pixel_values is not None and vision_features is not None:
+            raise ImageSlotMismatchError(
+                "give the images either as pixel_values or as vision_features, not both"
+            )
+        images = vision_features if vision_features is not None else pixel_values
+        given = 0 if images is None else images.shape[0]
         if given != n_images:
             raise ImageSlotMismatchError(
                 f"the batch has {n_images} image slot(s) but {given} image(s) were given"
@@ -198,7 +221,7 @@ class GeoAssistModel(nn.Module):
         embeds = embedding(input_ids.masked_fill(is_image, 0))
         if n_images:
             if visual is None:
-                visual = self.encode_images(pixel_values, temporal)
+                visual = self.encode_images(pixel_values, temporal, vision_features=vision_features)
             embeds = embeds.masked_scatter(
                 is_image.unsqueeze(-1), visual.to(embeds.dtype).reshape(-1, visual.shape[-1])
             )
@@ -212,8 +235,12 @@ class GeoAssistModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_logits: bool = True,
+        vision_features: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Logits for every position (and the loss when ``labels`` are given).
+
+        The images come as ``pixel_values`` or, when the tower's output is already known (a
+        frozen tower's cached features), as ``vision_features`` (num_images, tokens, width).
 
         With ``labels`` and ``return_logits=False`` (the trainer's path), the LM head
         runs only on supervised positions — most positions are prompt and image
@@ -221,7 +248,7 @@ class GeoAssistModel(nn.Module):
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        embeds = self.embed_inputs(input_ids, pixel_values)
+        embeds = self.embed_inputs(input_ids, pixel_values, vision_features=vision_features)
         positions = positions_from_mask(attention_mask)
         if labels is not None and not return_logits:
             base = self.lm.get_base_model() if self.has_lora else self.lm
