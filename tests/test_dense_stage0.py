@@ -155,6 +155,8 @@ def test_real_samples_join_with_the_training_split_only():
     items, spaces = read_real_source({"source": "scenes", "path": str(SHARED / "scenes/ucmerced/UCMerced_LandUse")})
     assert len(spaces["ucm"]) == 21 and 1000 < len(items) < 2100
     assert all(real_split("ucm", it.path.stem) == "train" for it in items)
+    ucm = items[0].truth(128)
+    assert ucm.image.shape == (128, 128, 3) and list(ucm.scene) == ["ucm"]
     items, spaces = read_real_source({"source": "scenes", "path": str(SHARED / "scenes/rsscn7")})
     assert items == []  # evaluation-only in the committed split
     items, _ = read_real_source({"source": "rsvqa_lr", "path": str(SHARED / "rsvqa/LR_reduced")})
