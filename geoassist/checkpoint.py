@@ -53,7 +53,9 @@ def weights_dir() -> Path:
     return Path(__file__).resolve().parent / "weights"
 
 
-def _write_safetensors(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype | None = None) -> None:
+def _write_safetensors(
+    state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype | None = None
+) -> None:
     from safetensors.torch import save_file
 
     def prepare(v: torch.Tensor) -> torch.Tensor:
@@ -65,17 +67,66 @@ def _write_safetensors(state: dict[str, torch.Tensor], path: Path, dtype: torch.
     save_file({k: prepare(v) for k, v in state.items()}, str(path))
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is truncated or corrupt ({exc}); the checkpoint is damaged: copy or download "
+        "it again, or save the model again"
+    )
+
+
+def check_safetensors(path: Path) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` is a complete safetensors file.
+
+    Reads only the header, which names every tensor's byte range: a file cut short (an
+    interrupted copy or download) fails here, before any loader sees it.
+    """
+    from safetensors import safe_open
 
     if not path.is_file():
         raise CheckpointError(f"checkpoint file missing: {path}; the checkpoint is incomplete")
     try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as exc:  # safetensors raises its own error type, OSError, ValueError...
+        raise _corrupt(path, exc) from exc
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    check_safetensors(path)
+    try:
         return load_file(str(path))
     except Exception as exc:  # corrupt headers surface as several exception types
+        raise _corrupt(path, exc) from exc
+
+
+def _check_lm_part(folder: Path, part: str) -> None:
+    """The checkpoint's ``lm/`` or ``lm_adapter/`` folder: present, with complete weights."""
+    lm_folder = folder / part
+    if not lm_folder.is_dir():
         raise CheckpointError(
-            f"cannot read {path} ({exc}); the file is corrupt — re-save or re-download it"
-        ) from exc
+            f"{folder} has no {part}/ folder, which its geoassist.json says holds the language "
+            "model; the checkpoint is incomplete: copy the whole folder again or save the model again"
+        )
+    weights = sorted(lm_folder.glob("*.safetensors"))
+    if not weights:
+        raise CheckpointError(
+            f"{lm_folder} holds no .safetensors weights; the checkpoint is incomplete: copy the "
+            "whole folder again or save the model again"
+        )
+    for path in weights:
+        check_safetensors(path)
+    for name in ("config.json", "adapter_config.json"):
+        config = lm_folder / name
+        if config.is_file():
+            try:
+                json.loads(config.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(
+                    f"{config} is not valid JSON ({exc}); the checkpoint is damaged: copy it "
+                    "again or save the model again"
+                ) from exc
 
 
 def _model_card(model, folder_name: str, card: dict[str, Any] | None) -> str:
@@ -250,6 +301,12 @@ def load_checkpoint(
             f"{folder} was written by a newer GeoAssist (format {meta['format_version']}); upgrade geoassist"
         )
     config = ModelConfig.from_json(folder / "config.json")
+    if not (folder / "tokenizer").is_dir():
+        raise CheckpointError(
+            f"{folder} has no tokenizer/ folder; the checkpoint is incomplete: copy tokenizer/ "
+            "from where the checkpoint came from, or save the model again"
+        )
+    _check_lm_part(folder, "lm_adapter" if meta.get("lm") == "adapter" else "lm")
     tokenizer = load_tokenizer(config.lm, folder=folder / "tokenizer")
     if meta.get("lm") == "adapter":
         from peft import PeftModel
@@ -258,37 +315,31 @@ def load_checkpoint(
 
         base = build_lm(config.lm, vocab_size=len(tokenizer), **(lm_kwargs or {}))
         with quiet_peft():
-            lm = PeftModel.from_pretrained(
-                base, str(folder / "lm_adapter"), is_trainable=trainable
-            )
+            lm = PeftModel.from_pretrained(base, str(folder / "lm_adapter"), is_trainable=trainable)
     else:
         lm = build_lm(
             config.lm, vocab_size=len(tokenizer), weights_folder=folder / "lm", **(lm_kwargs or {})
         )
     model = GeoAssistModel(config, tokenizer, lm=lm)
-    _load_into(
-        model.vision.visual, _read_safetensors(folder / "vision.safetensors"), "visual.", folder
-    )
-    _load_into(model.projector, _read_safetensors(folder / "projector.safetensors"), "", folder)
+    _load_into(model.vision.visual, folder / "vision.safetensors", "visual.")
+    _load_into(model.projector, folder / "projector.safetensors", "")
     if model.vision.band_adapter is not None:
-        _load_into(
-            model.vision.band_adapter,
-            _read_safetensors(folder / "band_adapter.safetensors"),
-            "",
-            folder,
-        )
+        _load_into(model.vision.band_adapter, folder / "band_adapter.safetensors", "")
     model.checkpoint_meta = meta
     return model.to(device)
 
 
-def _load_into(
-    module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, folder: Path
-) -> None:
+def _load_into(module: torch.nn.Module, path: Path, prefix: str) -> None:
+    state = _read_safetensors(path)
     state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"weights in {folder} do not match its config.json: {exc}") from exc
+        raise CheckpointError(
+            f"the weights in {path} do not match {path.parent / 'config.json'} (missing, extra "
+            f"or differently shaped tensors: {str(exc)[:300]}); copy the checkpoint again or "
+            "save the model again"
+        ) from exc
 
 
 def create_model(

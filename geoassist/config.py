@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -265,6 +267,10 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, _from_dict(cls, value, f"{name}."))
+            elif not isinstance(value, cls):
+                raise ConfigError(
+                    f"{name} must be a JSON object of settings ({cls.__name__}), got {_shown(value)}"
+                )
         _check(
             self.chat_format in CHAT_FORMATS,
             f"chat_format {self.chat_format!r} is not one of {CHAT_FORMATS}",
@@ -323,7 +329,10 @@ class ModelConfig:
             raise ConfigError(f"{where} is not valid JSON ({exc}); fix or regenerate it") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{where} must be a JSON object")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}; fix the file (or save the model again)") from exc
 
 
 _NESTED = {
@@ -335,13 +344,75 @@ _NESTED = {
 }
 
 
+def _expects(hint: Any, value: Any) -> str | None:
+    """What ``hint`` asks for, in JSON words, when ``value`` does not fit it; else None."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return None
+    if origin in (types.UnionType, typing.Union):
+        wanted = [_expects(h, value) for h in args]
+        if any(w is None for w in wanted):
+            return None
+        return " or ".join(dict.fromkeys(w for w in wanted if w))
+    if hint is type(None):
+        return None if value is None else "null"
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else "a number"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    if origin is list:
+        element = {int: "integers", float: "numbers", str: "strings"}.get(args[0], "values")
+        if not isinstance(value, list) or any(_expects(args[0], v) for v in value):
+            return f"a list of {element}"
+        return None
+    if origin is tuple:
+        fits = isinstance(value, list | tuple) and len(value) == len(args)
+        if not fits or any(_expects(h, v) for h, v in zip(args, value, strict=True)):
+            return f"a list of {len(args)} numbers"
+        return None
+    if origin is dict:
+        return None if isinstance(value, dict) else "a JSON object"
+    if dataclasses.is_dataclass(hint):
+        return None if isinstance(value, dict | hint) else "a JSON object of settings"
+    return None
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    kind = {bool: "true/false", int: "an integer", float: "a decimal number", str: "a string"}
+    text = (
+        type(value).__name__ if dataclasses.is_dataclass(value) else json.dumps(value, default=repr)
+    )
+    text = f"{text[:40]}..." if len(text) > 40 else text
+    return f"{text} ({kind.get(type(value), type(value).__name__)})"
+
+
+def _check_types(cls: type, data: dict[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        wanted = _expects(hints.get(name, Any), value)
+        if wanted is not None:
+            raise ConfigError(f"{where}{name} must be {wanted}, got {_shown(value)}")
+
+
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where.rstrip('.') or 'the config'} must be a JSON object, got {_shown(data)}"
+        )
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
             f"unknown config field(s) {', '.join(where + u for u in unknown)}; known: {sorted(known)}"
         )
+    _check_types(cls, data, where)
     try:
         return cls(**data)
     except TypeError as exc:

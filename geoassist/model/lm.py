@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from geoassist.config import LMConfig
-from geoassist.errors import ModelNotFoundError, UnsafeCheckpointError
+from geoassist.errors import CheckpointError, ModelNotFoundError, UnsafeCheckpointError
 from geoassist.model.tokenizer import build_byte_tokenizer, prepare_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,13 @@ def _torch_dtype(name: str) -> torch.dtype:
 def load_tokenizer(config: LMConfig, folder: str | Path | None = None):
     """The tokenizer for ``config`` (from ``folder`` when a checkpoint carries its own)."""
     if folder is not None:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        except (OSError, ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+            raise CheckpointError(
+                f"cannot load the tokenizer in {folder} ({exc.__class__.__name__}: {exc}); its "
+                "files are missing or damaged: copy tokenizer/ again or save the model again"
+            ) from exc
     elif config.source == "random":
         tokenizer = build_byte_tokenizer()
     elif config.source == "smollm2":
@@ -144,7 +150,15 @@ def build_lm(
     if weights_folder is not None:
         folder = Path(weights_folder)
         _refuse_pickles(folder)
-        return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        from safetensors import SafetensorError
+
+        try:
+            return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+            raise CheckpointError(
+                f"cannot load the language model in {folder} ({exc.__class__.__name__}: {exc}); "
+                "the checkpoint is damaged: copy it again or save the model again"
+            ) from exc
     if config.source == "random":
         arch = dict(config.arch)
         arch.setdefault("vocab_size", vocab_size)
