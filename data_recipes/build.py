@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from geoassist import __version__
+from geoassist.atomic import make_temp_dir, replace_folder
 from geoassist.errors import GeoAssistError
 
 from .core import Context, Dropped, RecipeError, Reject, get_recipe
@@ -418,8 +418,9 @@ def build(
     if workers < 1:
         raise RecipeError(f"workers must be >= 1, got {workers}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent))
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.scratch-", dir=out_path.parent))
+    # make_temp_dir first removes what a killed build of this output left beside it.
+    tmp = make_temp_dir(out_path)
+    scratch = make_temp_dir(out_path, "scratch")
     options = dict(options or {})
     try:
         ctx = Context(src_path, tmp, options)
@@ -461,13 +462,7 @@ def build(
 
 def _publish(tmp: Path, out: Path) -> None:
     """Move the finished ``tmp`` folder to ``out``, replacing an earlier output only now."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, out)
 
 
 def _progress(outcomes: Iterable[Any], name: str) -> Iterable[Any]:
