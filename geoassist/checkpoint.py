@@ -14,7 +14,8 @@ Layout (safetensors only; nothing is ever unpickled)::
     geoassist.json           format version, what the LM part holds, library version
 
 A save goes to a temporary sibling folder that replaces the target in one
-rename, so a crash mid-save leaves the previous checkpoint readable.
+rename, so a crash mid-save leaves the previous checkpoint readable; the next save
+removes the temporary folder of one that was killed (:mod:`geoassist.atomic`).
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ import copy
 import json
 import logging
 import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from geoassist import __version__
+from geoassist.atomic import make_temp_dir, replace_folder
 from geoassist.config import ModelConfig, list_presets, load_preset
 from geoassist.errors import CheckpointError, ModelNotFoundError, UnsafeCheckpointError
 
@@ -197,7 +197,7 @@ def save_checkpoint(
     dtype = torch.float16 if half else None
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    tmp = make_temp_dir(folder)  # also removes what a killed save left beside it
     try:
         config: ModelConfig = copy.deepcopy(model.config)
         config.vision.weights = None  # the weights travel in vision.safetensors
@@ -233,7 +233,7 @@ def save_checkpoint(
         if card:
             meta["card"] = card
         (tmp / "geoassist.json").write_text(json.dumps(meta, indent=2) + "\n")
-        _replace_folder(tmp, folder)
+        replace_folder(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -244,20 +244,6 @@ def _as_plain(preprocess) -> dict[str, Any]:
     import dataclasses
 
     return dataclasses.asdict(preprocess)
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    if not target.exists():
-        new.rename(target)
-        return
-    backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    target.rename(backup)
-    try:
-        new.rename(target)
-    except OSError:
-        backup.rename(target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def _check_no_pickles(folder: Path) -> None:

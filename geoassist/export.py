@@ -433,13 +433,12 @@ def export_hf_llava(
     the model's dtype.
     """
     import shutil
-    import tempfile
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ExportError(
-            f"{out} exists and is not empty; pass overwrite=True (--force) to replace it"
-        )
+    from geoassist.atomic import make_temp_dir, remove_stale_temp_dirs, replace_folder
+
+    out = Path(out).expanduser()
+    _check_out(out, overwrite)
+    remove_stale_temp_dirs(out)  # before the model is built: a killed export's copy is large
     model = model_or_folder
     if isinstance(model_or_folder, (str, Path)):
         from geoassist.checkpoint import create_model
@@ -451,20 +450,34 @@ def export_hf_llava(
     llava = build_hf_llava(model, dtype=dtype)
     processor = build_processor(model)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_temp_dir(out)
     try:
         llava.save_pretrained(str(tmp), safe_serialization=True)
         processor.save_pretrained(str(tmp))
         (tmp / "README.md").write_text(_model_card(model, llava))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        replace_folder(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     logger.info("exported %s to %s", model.config.name, out)
     return out
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an output path that cannot become the export folder, before any work."""
+    for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            where = "--out" if parent == out else f"--out's parent {parent}"
+            raise ExportError(
+                f"{where} is a file, not a folder; give --out a new folder path "
+                f"(e.g. {out.with_suffix('')}-hf), or remove the file"
+            )
+        if parent.exists():
+            break
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(
+            f"{out} exists and is not empty; pass overwrite=True (--force) to replace it"
+        )
 
 
 def _model_card(model, llava) -> str:
