@@ -238,3 +238,18 @@ def test_collate_carries_tasks_and_pixels(tiny_model, image_root):
     n_images = sum(len(c.images) for c in data.conversations)
     assert batch["pixel_values"].shape[0] == n_images
     assert len(batch["tasks"]) == len(_questions(image_root))
+
+
+def test_a_batch_with_nothing_supervised_has_a_zero_loss_not_nan(tiny_model):
+    import torch
+
+    from geoassist.train.stages import StageModule, stage_loss
+
+    ids = torch.tensor([[1, 2, 3, 4]])
+    batch = {
+        "input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": None,
+        "labels": torch.full_like(ids, IGNORE_INDEX),
+    }  # fmt: skip
+    loss, n = stage_loss(2, StageModule(tiny_model), batch)
+    assert n == 1 and float(loss) == 0.0
+    loss.backward()

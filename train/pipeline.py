@@ -7,6 +7,15 @@ same command after an interruption continues where it stopped.
 
 Strings in the YAML may use ``{workdir}``, ``{data:NAME}`` (a data step's
 output folder) and ``{prev}`` (the previous stage's trained model).
+
+A longer run continues from committed weights instead of starting over: ``init_from`` (e.g.
+``geoassist train --preset geoassist-mini --set init_from=geoassist-mini --set seed_offset=1``)
+skips the stages before the first stage-2 entry, starts that one from those weights, and
+``seed_offset`` moves every stage's seed and the GeoSynth seed of data steps marked
+``vary_seed`` (new scenes; their folder is suffixed ``-seed<N>``), so the continuation trains
+on a new seed range while the evaluation sets stay fixed. Every stage keeps the weights of its
+best validation loss when it sets ``val_every`` (train/trainer.py); the evaluation then scores
+the final model once. ``--set`` takes dotted keys into the YAML (``stages.2.optim.max_steps=50``).
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ class DataStep:
     options: dict[str, Any] = field(default_factory=dict)
     splits: list[str] | None = None
     optional: bool = False  # skip (and say so in the card) when src is missing, e.g. academic samples
+    vary_seed: bool = False  # a GeoSynth step whose seed moves with the pipeline's seed_offset
+    workers: int = 1  # conversion processes (data_recipes.build)
 
 
 @dataclass
@@ -65,6 +76,8 @@ class PipelineConfig:
     ship_to: str | None = None
     ship_half: bool = True
     card: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # continue from these weights (a folder or a published name)
+    seed_offset: int = 0  # a continuation's new seed range (stage seeds, vary_seed data steps)
 
     def __post_init__(self) -> None:
         self.data = [s if isinstance(s, DataStep) else _from_dict(DataStep, s, "data[].") for s in self.data]
@@ -74,6 +87,10 @@ class PipelineConfig:
         names = [s.name for s in self.data]
         if len(set(names)) != len(names):
             raise ConfigError(f"data step names must be unique: {names}")
+        if self.init_from is not None and not any(int(s.get("stage", -1)) == 2 for s in self.stages):
+            raise ConfigError("init_from continues the first stage-2 entry, and this pipeline has none")
+        if self.seed_offset < 0:
+            raise ConfigError("seed_offset must be >= 0")
 
 
 def is_pipeline(path: str | Path) -> bool:
@@ -85,16 +102,43 @@ def is_pipeline(path: str | Path) -> bool:
 
 
 def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read a pipeline YAML; ``overrides`` map dotted keys (list items by index, e.g.
+    ``stages.2.optim.max_steps``) to values."""
     data = yaml.safe_load(Path(path).read_text())
     for key, value in (overrides or {}).items():
-        data[key] = value
+        _set_dotted(data, key, value)
     return _from_dict(PipelineConfig, data, "")
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node: Any = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"--set {dotted}: {key!r} is not an index of a list of {len(node)}")
+            node = node[int(key)]
+        else:
+            node = node.setdefault(key, {})
+    if isinstance(node, list):
+        if not leaf.isdigit() or int(leaf) >= len(node):
+            raise ConfigError(f"--set {dotted}: {leaf!r} is not an index of a list of {len(node)}")
+        node[int(leaf)] = value
+    elif isinstance(node, dict):
+        node[leaf] = value
+    else:
+        raise ConfigError(f"--set {dotted}: {'.'.join(parents)} is not a mapping or a list")
 
 
 class _Resolver:
     def __init__(self, config: PipelineConfig):
         self.workdir = Path(config.workdir)
-        self.data = {s.name: self.workdir / "data" / s.name for s in config.data}
+        self.data = {
+            s.name: self.workdir / "data" / (
+                f"{s.name}-seed{config.seed_offset}" if s.vary_seed and config.seed_offset else s.name
+            )
+            for s in config.data
+        }  # fmt: skip
         self.prev: str | None = None
 
     def __call__(self, value: Any) -> Any:
@@ -146,7 +190,10 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
             continue
         else:
             start = time.perf_counter()
-            build(step.recipe, src, out, splits=step.splits, options=resolve(step.options))
+            options = resolve(step.options)
+            if step.vary_seed and config.seed_offset:
+                options = {**options, "seed": _step_seed(step) + config.seed_offset}
+            build(step.recipe, src, out, splits=step.splits, options=options, workers=step.workers)
             logger.info("data %s: built in %.0f s", step.name, time.perf_counter() - start)
         manifest = read_manifest(out)
         summary["data"][step.name] = {
@@ -162,11 +209,21 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
 
     skipped_data = {n for n, s in summary["data"].items() if "skipped" in s}
     final = None
+    first = _first_stage(config)
+    if config.init_from is not None:
+        resolve.prev = str(config.init_from)
+        logger.info("continuing from %s: stages before %d skipped", config.init_from, first)
     for index, raw_stage in enumerate(config.stages):
+        if index < first:
+            continue
         stage_dir = workdir / f"stage{index}"
         stage = resolve(raw_stage)
         stage = _drop_skipped(stage, resolve, skipped_data)
         stage.setdefault("out_dir", str(stage_dir))
+        if index == first and config.init_from is not None:
+            stage["model"] = str(config.init_from)
+        if config.seed_offset:
+            stage["seed"] = int(stage.get("seed", 0)) + config.seed_offset
         train_config = config_from_dict(stage)
         final = Path(train_config.out_dir) / "final"
         if (final / "config.json").is_file():
@@ -188,14 +245,28 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     return summary
 
 
+def _first_stage(config: PipelineConfig) -> int:
+    """The index of the first stage to run: 0, or with ``init_from`` the first stage-2 entry."""
+    if config.init_from is None:
+        return 0
+    return next(i for i, s in enumerate(config.stages) if int(s.get("stage", -1)) == 2)
+
+
+def _step_seed(step: DataStep) -> int:
+    from geoassist.data_recipes.recipes.geosynth import parse_spec
+
+    return int(parse_spec(step.src, step.options)["seed"])
+
+
 def _drop_skipped(stage: dict[str, Any], resolve: _Resolver, skipped: set[str]) -> dict[str, Any]:
-    """Remove training sources whose (optional) data step was skipped."""
+    """Remove training and validation sources whose (optional) data step was skipped."""
     if not skipped:
         return stage
     gone = {str(resolve.data[name]) for name in skipped}
     data = dict(stage.get("data", {}))
-    train = [e for e in data.get("train", []) if (e["path"] if isinstance(e, dict) else e) not in gone]
-    data["train"] = train
+    for key in ("train", "val"):
+        if key in data:
+            data[key] = [e for e in data[key] if (e["path"] if isinstance(e, dict) else e) not in gone]
     return {**stage, "data": data}
 
 
@@ -287,6 +358,13 @@ def _ship(config: PipelineConfig, final: Path, summary: dict) -> None:
     card = {**card, **config.card}
     card["name"] = config.pipeline
     card["training_data"] = _pipeline_training_text(config, summary) + "\n\n" + card.get("training_data", "")
+    if card.get("cumulative_samples_per_task"):
+        counts = card["cumulative_samples_per_task"]
+        card["training_data"] += (
+            f"\n\nAll training behind these weights: {card.get('cumulative_minutes', '?')} min; samples "
+            f"seen per task ({sum(counts.values())} in all): "
+            + ", ".join(f"{task} {n}" for task, n in counts.items()) + "."
+        )
     card["scores"] = {
         name: {k: v for k, v in (s.get("metrics") or {}).items() if isinstance(v, (int, float))}
         for name, s in (summary.get("scores") or {}).items()

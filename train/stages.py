@@ -226,6 +226,10 @@ def stage_loss(stage: int, module: StageModule, batch: dict) -> tuple[torch.Tens
     if stage == 0:
         features = module.model.vision.encode_image(batch["pixel_values"])
         return module.head.loss(features, batch["text"]), len(batch["text"])
+    if not bool((batch["labels"][:, 1:] != -100).any()):
+        # nothing supervised (e.g. one record whose answer the truncation cut off): a zero loss,
+        # not the NaN of a mean over no tokens, which would poison the weights
+        return torch.zeros((), device=batch["labels"].device, requires_grad=True), batch["input_ids"].shape[0]
     out = module.model(
         batch["input_ids"],
         batch["pixel_values"],

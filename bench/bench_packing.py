@@ -1,0 +1,147 @@
+"""Stage 2's supervised answer tokens per CPU-second: one record per sequence, packed multi-turn
+conversations, and packed conversations over cached tower features.
+
+    python bench/bench_packing.py [--model geoassist-mini] [--scenes 16] [--steps 4] [--batch 4]
+
+All three run in this process on the same GeoSynth recipe output and the same model, with the
+stage-2 trainable set (LoRA + projector): each step loads and renders its batch (images decoded,
+or cached features read), runs forward and backward and an optimizer step, as the trainer does
+with ``num_workers: 0``. The CPU time of those steps (all threads, ``time.process_time``) is the
+cost; the supervised answer tokens of the batches (labels that are not -100, after the shift)
+are the work. The cached run's one-off pass of the tower over each image is timed on its own
+line, since the trainer pays it once per image and tower, not per epoch. Ratios are against the
+named baseline, ``one-record``, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+BASELINE = "one-record"
+
+
+def _steps(name: str, dataset, collate, module, optimizer, steps: int, batch: int, seed: int) -> dict:
+    from geoassist.train.stages import stage_loss
+
+    order = list(range(len(dataset)))
+    random.Random(seed).shuffle(order)
+    needed = (steps + 1) * batch
+    order = (order * (needed // max(1, len(order)) + 1))[:needed]
+    tokens = sequences = padded = 0
+    cpu = wall = 0.0
+    for step in range(steps + 1):  # the first step warms up and is not counted
+        c0, w0 = time.process_time(), time.perf_counter()
+        items = [dataset[i] for i in order[step * batch : (step + 1) * batch]]
+        data = collate(items)
+        loss, _ = stage_loss(2, module, data)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        c1, w1 = time.process_time(), time.perf_counter()
+        if step == 0:
+            continue
+        cpu += c1 - c0
+        wall += w1 - w0
+        tokens += int((data["labels"][:, 1:] != -100).sum())
+        sequences += data["input_ids"].shape[0]
+        padded += data["input_ids"].numel()
+    return {
+        "mode": name,
+        "supervised_tokens": tokens,
+        "sequences": sequences,
+        "tokens_per_sequence": padded / max(sequences, 1),
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "tokens_per_cpu_s": tokens / cpu,
+        "tokens_per_wall_s": tokens / wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="geoassist-mini", help="published name, preset or folder")
+    parser.add_argument("--data", help="a GeoSynth recipe output (default: built here from --scenes)")
+    parser.add_argument("--scenes", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=4, help="counted steps per mode (after one warm-up)")
+    parser.add_argument("--batch", type=int, default=4, help="sequences per step")
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args()
+
+    from geoassist.checkpoint import create_model
+    from geoassist.train.config import config_from_dict
+    from geoassist.train.data import (
+        ConversationDataset,
+        collate_conversations,
+        image_files,
+        load_samples,
+    )
+    from geoassist.train.feature_cache import FeatureCache, digests_of
+    from geoassist.train.packing import PackedConversationDataset
+    from geoassist.train.stages import build_stage, trainable_parameters
+    from geoassist.util import quiet_transformers
+
+    quiet_transformers()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-packing-"))
+    data = Path(args.data) if args.data else tmp / "geosynth"
+    if not args.data:
+        from geoassist.data_recipes import build
+
+        build("geosynth", f"n={args.scenes},seed=7,size=256,kinds=hr+hr+hr+pair", data)
+    samples = load_samples([str(data)], split="train", tasks=None, seed=0)
+
+    torch.manual_seed(0)
+    model = create_model(args.model)
+    config = config_from_dict({"stage": 2, "model": args.model, "out_dir": str(tmp / "run"), "data": {"train": [str(data)]}})
+    module = build_stage(2, model, config)
+    module.train()
+    optimizer = torch.optim.AdamW(trainable_parameters(module).values(), lr=1e-5)
+    collate = collate_conversations(model.pad_token_id)
+    common = {"max_length": args.max_length}
+
+    one = ConversationDataset(samples, model.config, model.tokenizer, captions_only=False, **common)
+    packed = PackedConversationDataset(samples, model.config, model.tokenizer, seed=0, **common)
+    cached = PackedConversationDataset(samples, model.config, model.tokenizer, seed=0, **common)
+    cache = FeatureCache(tmp / "features", model.vision, model.config.preprocess)
+    digests = digests_of(image_files(samples))
+    c0 = time.process_time()
+    cache.fill(model, {d: p for p, d in digests.items()})
+    fill_cpu = time.process_time() - c0
+    cached.images.use_cache(cache, digests)
+
+    rows = [
+        _steps(BASELINE, one, collate, module, optimizer, args.steps, args.batch, seed=1),
+        _steps("packed", packed, collate, module, optimizer, args.steps, args.batch, seed=1),
+        _steps("packed+cached", cached, collate, module, optimizer, args.steps, args.batch, seed=1),
+    ]
+    base = rows[0]["tokens_per_cpu_s"]
+    print(
+        f"model {args.model}, {len(samples)} records of {len(digests)} images "
+        f"({len(packed)} packed conversations, {len(samples) / len(packed):.1f} answers each), "
+        f"batch {args.batch}, max_length {args.max_length}, {torch.get_num_threads()} threads, "
+        f"{args.steps} counted steps per mode"
+    )
+    print(f"{'mode':<15} {'sup. tokens':>11} {'seq len':>8} {'CPU s':>8} {'tokens/CPU-s':>13} {'ratio':>6} {'tokens/wall-s':>14}")
+    for r in rows:
+        print(
+            f"{r['mode']:<15} {r['supervised_tokens']:>11} {r['tokens_per_sequence']:>8.0f} {r['cpu_s']:>8.1f} "
+            f"{r['tokens_per_cpu_s']:>13.2f} {r['tokens_per_cpu_s'] / base:>5.2f}x {r['tokens_per_wall_s']:>14.2f}"
+        )
+        r["ratio"] = r["tokens_per_cpu_s"] / base
+    print(
+        f"feature cache fill (once per image and tower): {fill_cpu:.1f} CPU s for {len(digests)} images "
+        f"= {fill_cpu / max(len(digests), 1):.2f} CPU s per image"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"baseline": BASELINE, "rows": rows, "fill_cpu_s": fill_cpu}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
