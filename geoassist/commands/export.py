@@ -27,7 +27,14 @@ def register(subparsers) -> None:
         "checkpoint", metavar="CHECKPOINT", help="checkpoint folder, preset or model name"
     )
     p.add_argument("--format", choices=EXPORT_FORMATS, default="hf-llava", help="target format")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="output folder, new or empty (--force replaces an earlier export); the hidden "
+        "temporary folders an interrupted export left beside it are removed",
+    )
     p.add_argument(
         "--dtype",
         choices=("float32", "float16", "bfloat16"),
