@@ -68,6 +68,9 @@ def test_kb_build_refuses_a_file_or_a_foreign_folder_as_out(big_src, tmp_path, c
     code, _, err = run(capsys, "kb", "build", "--src", str(big_src), "--out", str(a_file),
                        "--embedder", "hashing", "--force")  # fmt: skip
     assert code == 1 and "is a file" in err and a_file.read_text() == "mine"
+    code, _, err = run(capsys, "kb", "build", "--src", str(big_src), "--out", str(a_file / "kb"),
+                       "--embedder", "hashing")  # fmt: skip
+    assert code == 1 and "cannot create the store folder" in err and "Traceback" not in err
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "keep.jpg").write_bytes(b"jpeg")

@@ -454,7 +454,12 @@ class KnowledgeStore:
                 "`geoassist kb add`, pick a new folder, or replace it on purpose "
                 "(`kb build --force`, save(..., overwrite=True))"
             )
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file where a parent folder should be, no permission...
+            raise KnowledgeStoreError(
+                f"cannot create the store folder {folder} ({exc.strerror or exc}); pick another path"
+            ) from exc
         previous = 0
         if manifest_path.is_file():
             try:
