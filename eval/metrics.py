@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -20,6 +20,9 @@ __all__ = [
     "mean",
     "qa_summary",
     "count_metrics",
+    "RSVQA_COUNT_BINS",
+    "rsvqa_count_bin",
+    "count_binned_accuracy",
     "match_greedy",
     "iou_summary",
     "average_precision",
@@ -47,12 +50,14 @@ def mean(values: Sequence[float]) -> float | None:
 def count_metrics(pairs: Sequence[tuple[float | None, float]]) -> dict[str, float | None]:
     """Counting scores from ``(predicted, reference)`` pairs; ``predicted`` is None when unreadable.
 
-    ``count_rmse`` and ``count_mae`` are over the readable predictions; ``count_within_1`` is over
-    all of them (an unreadable count is not within 1); ``count_unreadable_rate`` says how many
-    had no number at all.
+    ``count_exact_accuracy`` is the share whose predicted number equals the true count (an
+    unreadable count is wrong); ``count_rmse`` and ``count_mae`` are over the readable
+    predictions; ``count_within_1`` is over all of them (an unreadable count is not within 1);
+    ``count_unreadable_rate`` says how many had no number at all.
     """
     if not pairs:
         return {
+            "count_exact_accuracy": None,
             "count_rmse": None,
             "count_mae": None,
             "count_within_1": None,
@@ -61,6 +66,7 @@ def count_metrics(pairs: Sequence[tuple[float | None, float]]) -> dict[str, floa
     readable = [(p, r) for p, r in pairs if p is not None]
     errors = [p - r for p, r in readable]
     return {
+        "count_exact_accuracy": sum(e == 0 for e in errors) / len(pairs),
         "count_rmse": math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else None,
         "count_mae": sum(abs(e) for e in errors) / len(errors) if errors else None,
         "count_within_1": sum(abs(e) <= 1 for e in errors) / len(pairs),
@@ -68,22 +74,50 @@ def count_metrics(pairs: Sequence[tuple[float | None, float]]) -> dict[str, floa
     }
 
 
+# Upper ends of the count bins the RSVQA paper (Lobry et al., 2020) scores low-resolution
+# counting answers in: 0, 1-10, 11-100, 101-1000, and more than 1000.
+RSVQA_COUNT_BINS = (0, 10, 100, 1000)
+
+
+def rsvqa_count_bin(count: float | None) -> int | None:
+    """The RSVQA bin of a count (0: none, 1: 1-10, 2: 11-100, 3: 101-1000, 4: more than 1000);
+    None for an unreadable or negative count. Counts are rounded to whole objects first."""
+    if count is None or not math.isfinite(count) or count < 0:
+        return None
+    whole = round(count)
+    for i, upper in enumerate(RSVQA_COUNT_BINS):
+        if whole <= upper:
+            return i
+    return len(RSVQA_COUNT_BINS)
+
+
+def count_binned_accuracy(pairs: Sequence[tuple[float | None, float]]) -> float | None:
+    """Share of ``(predicted, reference)`` counts in the same RSVQA bin (unreadable: wrong)."""
+    return accuracy([p is not None and rsvqa_count_bin(p) == rsvqa_count_bin(r) for p, r in pairs])
+
+
 def qa_summary(
     types: Sequence[str],
     strict: Sequence[bool],
     lenient: Sequence[bool],
     counts: Mapping[int, tuple[float | None, float]] | None = None,
+    *,
+    binned: Collection[int] = (),
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Overall and per-type accuracy of question answering.
 
     ``types[i]`` is the question type of item ``i``; ``counts`` maps item indexes of counting
-    questions to ``(predicted, reference)`` numbers. Returns ``(metrics, by_type)``, where
+    questions to ``(predicted, reference)`` numbers, and ``binned`` names those of them that
+    are also scored in RSVQA's count bins (RSVQA-LR). Returns ``(metrics, by_type)``, where
     ``metrics`` holds ``overall_accuracy`` (OA, over items), ``average_accuracy`` (AA, the mean of
     the per-type accuracies) and their lenient twins, plus the :func:`count_metrics` when there
-    are counting questions.
+    are counting questions and ``count_binned_accuracy`` when some are binned.
     """
     if not (len(types) == len(strict) == len(lenient)):
         raise ValueError("types, strict and lenient must have one entry per item")
+    counts = counts or {}
+    if set(binned) - set(counts):
+        raise ValueError("binned names items that have no count")
     groups: dict[str, list[int]] = defaultdict(list)
     for i, t in enumerate(types):
         groups[t].append(i)
@@ -95,9 +129,7 @@ def qa_summary(
             "lenient": accuracy([lenient[i] for i in idx]),
             "n": len(idx),
         }
-        type_counts = [counts[i] for i in idx if counts and i in counts]
-        if type_counts:
-            entry.update(count_metrics(type_counts))
+        entry.update(_count_entry(idx, counts, binned))
         by_type[t] = entry
     metrics: dict[str, Any] = {
         "overall_accuracy": accuracy(strict),
@@ -105,9 +137,23 @@ def qa_summary(
         "lenient_overall_accuracy": accuracy(lenient),
         "lenient_average_accuracy": mean([e["lenient"] for e in by_type.values()]),
     }
-    if counts:
-        metrics.update(count_metrics(list(counts.values())))
+    metrics.update(_count_entry(range(len(types)), counts, binned))
     return metrics, by_type
+
+
+def _count_entry(
+    idx: Sequence[int] | range,
+    counts: Mapping[int, tuple[float | None, float]],
+    binned: Collection[int],
+) -> dict[str, Any]:
+    pairs = [counts[i] for i in idx if i in counts]
+    if not pairs:
+        return {}
+    out: dict[str, Any] = count_metrics(pairs)
+    in_bins = [counts[i] for i in idx if i in binned]
+    if in_bins:
+        out["count_binned_accuracy"] = count_binned_accuracy(in_bins)
+    return out
 
 
 def match_greedy(
@@ -266,17 +312,22 @@ def segmentation_summary(
     intersections: Sequence[int],
     unions: Sequence[int],
     thresholds: Sequence[float] = SEG_THRESHOLDS,
-    *,
-    ious: Sequence[float] | None = None,
 ) -> dict[str, float | None]:
-    """Referring-segmentation scores: ``miou`` (mean of per-item IoU), ``oiou`` (total
-    intersection over total union) and ``p@t`` (fraction of items with IoU >= t).
+    """Referring-segmentation scores over prompts whose target exists: ``miou`` (mean of
+    per-item IoU), ``oiou`` (total intersection over total union) and ``p@t`` (fraction of
+    items with IoU >= t).
 
-    An item whose prediction and reference are both empty has IoU 1, unless ``ious`` gives the
-    per-item values (the harness scores an unreadable answer 0 even there).
+    A prompt without a target has no IoU (an empty answer to it would score 1 and let "none"
+    everywhere raise ``miou``); score those apart, as the scorers' ``absent_accuracy`` does.
     """
-    if ious is None:
-        ious = [i / u if u else 1.0 for i, u in zip(intersections, unions, strict=True)]
+    if len(intersections) != len(unions):
+        raise ValueError("intersections and unions must have one entry per item")
+    if any(u <= 0 for u in unions):
+        raise ValueError(
+            "segmentation_summary takes prompts whose target exists (union > 0); "
+            "score prompts without a target apart (absent_accuracy)"
+        )
+    ious = [i / u for i, u in zip(intersections, unions, strict=True)]
     out: dict[str, float | None] = {
         "miou": mean(ious),
         "oiou": (sum(intersections) / sum(unions)) if sum(unions) else None,

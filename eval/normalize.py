@@ -12,21 +12,27 @@
 8. whitespace is collapsed.
 
 A strict match is equality of the normalised texts; a lenient match is the normalised
-reference appearing in the normalised prediction as whole words. An empty prediction never
-matches anything.
+reference appearing in the normalised prediction as whole words while the prediction names no
+other candidate answer of the question's type (both ``yes`` and ``no``; a number the reference
+does not hold; another answer of the same type, such as a second scene class). An empty
+prediction never matches anything.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 __all__ = [
     "normalize_answer",
     "answer_tokens",
     "exact_match",
     "lenient_match",
+    "AnswerPool",
+    "named_answers",
+    "names_another_answer",
     "read_number",
     "normalize_label",
     "choice_options",
@@ -54,6 +60,7 @@ _APOSTROPHE_RE = re.compile(r"['\u2019`]")
 _DECIMAL_POINT = "\x00"
 _DECIMAL_RE = re.compile(r"(?<=\d)\.(?=\d)")
 _NUMBER_RE = re.compile(r"^[+-]?\d+(?:\.\d+)?$")
+_NUMBER_TOKEN_RE = re.compile(r"^([+-]?\d+(?:\.\d+)?)(?:m2)?$")  # a number, or an area
 _AREA_WORDS = (
     ("square", "meters"),
     ("square", "metres"),
@@ -171,23 +178,114 @@ def _contains(haystack: list[str], needle: list[str]) -> bool:
     return n > 0 and any(haystack[i : i + n] == needle for i in range(len(haystack) - n + 1))
 
 
-def lenient_match(prediction: str | None, reference: str | Sequence[str]) -> bool:
-    """Lenient score: a normalised reference appears in the normalised prediction as whole words.
+@dataclass(frozen=True)
+class AnswerPool:
+    """The candidate answers of one question type, normalised once and indexed by first word."""
+
+    by_first: Mapping[str, tuple[tuple[str, ...], ...]]
+
+    @classmethod
+    def of(
+        cls, answers: Iterable[str], tokenize: Callable[[str], list[str]] | None = None
+    ) -> AnswerPool:
+        """A pool of ``answers``, tokenised by ``tokenize`` (default :func:`answer_tokens`)."""
+        tokenize = tokenize or answer_tokens
+        index: dict[str, set[tuple[str, ...]]] = {}
+        for answer in answers:
+            words = tuple(tokenize(answer))
+            if words:
+                index.setdefault(words[0], set()).add(words)
+        return cls({k: tuple(sorted(v)) for k, v in index.items()})
+
+
+def named_answers(
+    tokens: Sequence[str], pool: AnswerPool, extra: Iterable[Sequence[str]] = ()
+) -> set[str]:
+    """The candidates of ``pool`` (and the token lists ``extra``) that ``tokens`` name as whole
+    words, each as its normalised text.
+
+    A candidate found only inside an occurrence of a longer candidate is not named by it:
+    ``dense residential`` names ``dense residential``, not ``residential`` as well.
+    """
+    tokens = list(tokens)
+    by_first: dict[str, set[tuple[str, ...]]] = {k: set(v) for k, v in pool.by_first.items()}
+    for words in extra:
+        if words:
+            by_first.setdefault(words[0], set()).add(tuple(words))
+    spans: list[tuple[int, int, str]] = []
+    for i, token in enumerate(tokens):
+        for words in by_first.get(token, ()):
+            if tuple(tokens[i : i + len(words)]) == words:
+                spans.append((i, i + len(words), " ".join(words)))
+    return {
+        name
+        for start, end, name in spans
+        if not any(s <= start and end <= e and (e - s) > (end - start) for s, e, _ in spans)
+    }
+
+
+def _number_value(token: str) -> float | None:
+    match = _NUMBER_TOKEN_RE.match(token)
+    return float(match[1]) if match else None
+
+
+def names_another_answer(
+    predicted: Sequence[str],
+    references: Sequence[Sequence[str]],
+    candidates: AnswerPool | None = None,
+) -> bool:
+    """Whether normalised ``predicted`` tokens name an answer that no reference gives.
+
+    Three kinds of candidate count: ``yes`` against ``no`` when a reference is one of them,
+    any number when a reference holds a number (``3`` and ``3.0`` are the same number), and
+    ``candidates``, the answers of the question's type.
+    """
+    ref_words = {w for r in references for w in r}
+    for word, other in (("yes", "no"), ("no", "yes")):
+        if word in ref_words and other not in ref_words and other in predicted:
+            return True
+    ref_numbers = {v for w in ref_words if (v := _number_value(w)) is not None}
+    if ref_numbers and any(
+        (v := _number_value(w)) is not None and v not in ref_numbers for w in predicted
+    ):
+        return True
+    if candidates is not None:
+        ref_names = {" ".join(r) for r in references}
+        if named_answers(predicted, candidates, references) - ref_names:
+            return True
+    return False
+
+
+def lenient_match(
+    prediction: str | None,
+    reference: str | Sequence[str],
+    candidates: AnswerPool | Iterable[str] | None = None,
+) -> bool:
+    """Lenient score: a normalised reference appears in the normalised prediction as whole
+    words, and the prediction names no other candidate answer (:func:`names_another_answer`):
+    ``"yes no"`` is right for neither, ``"3 or 4"`` for neither count, and with ``candidates``
+    (the answers of the question's type, as strings or an :class:`AnswerPool`) ``"urban or
+    rural"`` for neither class.
 
     An empty prediction is wrong, and so is a reference that normalises to nothing.
     """
     predicted = answer_tokens(prediction)
     if not predicted:
         return False
-    return any(_contains(predicted, answer_tokens(r)) for r in _references(reference))
+    references = [tokens for r in _references(reference) if (tokens := answer_tokens(r))]
+    if not any(_contains(predicted, r) for r in references):
+        return False
+    if candidates is not None and not isinstance(candidates, AnswerPool):
+        candidates = AnswerPool.of(candidates)
+    return not names_another_answer(predicted, references, candidates)
 
 
 def read_number(text: str | None) -> float | None:
     """The first number in the normalised text (``"There are three."`` → 3.0), or None."""
     for token in answer_tokens(text):
-        match = re.match(r"^([+-]?\d+(?:\.\d+)?)(m2)?$", token)
-        if match:
-            return float(match[1])
+        value = _number_value(token)
+        if value is not None:
+            return value
     return None
 
 

@@ -9,10 +9,13 @@ import pytest
 
 from geoassist.eval import metrics
 from geoassist.eval.normalize import (
+    AnswerPool,
+    answer_tokens,
     choice_letter,
     choice_options,
     exact_match,
     lenient_match,
+    named_answers,
     normalize_answer,
     normalize_label,
     read_number,
@@ -67,6 +70,54 @@ def test_strict_and_lenient():
     assert exact_match("urban", ["rural", "urban"])
 
 
+def _old_lenient(prediction, reference):
+    """The earlier lenient rule, for contrast: the reference appears as whole words."""
+    pred, ref = answer_tokens(prediction), answer_tokens(reference)
+    return any(pred[i : i + len(ref)] == ref for i in range(len(pred) - len(ref) + 1))
+
+
+def test_lenient_rejects_an_answer_that_names_both_yes_and_no():
+    for reference in ("yes", "no"):
+        assert _old_lenient("yes no", reference)  # the old rule gave both
+        assert not lenient_match("yes no", reference)
+        assert not lenient_match("Yes. No.", reference)
+        assert not lenient_match("true or false", reference)  # synonyms count too
+    assert lenient_match("No, there is not.", "no")
+    assert lenient_match("Yes, there are three.", "yes")  # a number beside yes is fine
+
+
+def test_lenient_rejects_an_answer_that_names_two_numbers():
+    for reference in ("3", "4"):
+        assert _old_lenient("3 or 4", reference)
+        assert not lenient_match("3 or 4", reference)
+        assert not lenient_match("three or four", reference)
+    assert lenient_match("There are 3 of them, I counted 3.", "3")  # the same number twice
+    assert not lenient_match("3, maybe 3.5", "3")
+    assert not lenient_match("between 100 and 1000 m2", "1000m2")
+    assert lenient_match("It covers 1000 m2.", "1000 square meters")
+
+
+def test_lenient_rejects_an_answer_that_names_two_answers_of_the_type():
+    land_cover = ["rural", "urban"]
+    for reference in land_cover:
+        assert _old_lenient("urban or rural", reference)
+        assert not lenient_match("urban or rural", reference, land_cover)
+        assert lenient_match(f"It is a {reference} area.", reference, land_cover)
+    # a shorter answer inside a longer one is not named by it
+    classes = ["dense residential", "residential", "medium residential"]
+    assert _old_lenient("dense residential", "residential")
+    assert not lenient_match("dense residential", "residential", classes)
+    assert lenient_match("a dense residential area", "dense residential", classes)
+    pool = AnswerPool.of(classes)
+    assert named_answers(answer_tokens("dense residential and residential"), pool) == {
+        "dense residential",
+        "residential",
+    }
+    # a prepared pool and plain strings give the same result
+    assert lenient_match("residential", "residential", pool)
+    assert not lenient_match("medium residential", "residential", pool)
+
+
 def test_read_number_and_labels():
     assert read_number("There are three cars.") == 3.0
     assert read_number("about 12.5 m2") == 12.5
@@ -114,6 +165,34 @@ def test_count_metrics_unreadable():
     assert m["count_within_1"] == 0.5  # unreadable counts are not within 1
     assert m["count_unreadable_rate"] == 0.5
     assert metrics.count_metrics([])["count_rmse"] is None
+    assert m["count_exact_accuracy"] == 0.25  # only 4/4; unreadable is wrong
+
+
+@pytest.mark.parametrize(
+    ("count", "bin_index"),
+    [(0, 0), (1, 1), (10, 1), (11, 2), (100, 2), (101, 3), (1000, 3), (1001, 4), (10**6, 4)],
+)
+def test_rsvqa_count_bins(count, bin_index):
+    # RSVQA (Lobry et al., 2020) scores low-resolution counts in 0, 1-10, 11-100, 101-1000, >1000
+    assert metrics.rsvqa_count_bin(count) == bin_index
+
+
+def test_binned_count_accuracy_beside_exact():
+    pairs = [(0.0, 0.0), (7.0, 5.0), (12.0, 50.0), (999.0, 500.0), (10.0, 11.0), (None, 3.0)]
+    assert metrics.count_binned_accuracy(pairs) == pytest.approx(4 / 6)
+    assert metrics.count_metrics(pairs)["count_exact_accuracy"] == pytest.approx(1 / 6)
+    assert metrics.rsvqa_count_bin(None) is None and metrics.rsvqa_count_bin(-2) is None
+    types = ["count", "count", "presence"]
+    counts = {0: (7.0, 5.0), 1: (3.0, 3.0)}
+    m, by_type = metrics.qa_summary(types, [False, True, True], [False, True, True], counts)
+    assert "count_binned_accuracy" not in m  # only where asked (RSVQA-LR)
+    m, by_type = metrics.qa_summary(
+        types, [False, True, True], [False, True, True], counts, binned=[0, 1]
+    )
+    assert m["count_binned_accuracy"] == 1.0 and m["count_exact_accuracy"] == 0.5
+    assert by_type["count"]["count_binned_accuracy"] == 1.0
+    with pytest.raises(ValueError, match="no count"):
+        metrics.qa_summary(types, [True] * 3, [True] * 3, counts, binned=[2])
 
 
 # ----------------------------------------------------------------------------- boxes
@@ -135,6 +214,19 @@ def test_iou_on_normalised_boxes_has_no_plus_one():
     assert s["mean_iou"] == pytest.approx(1 / 7)
     # the same boxes in pixels of a 1000 px image give the same IoU
     assert box_iou([100, 100, 300, 300], [200, 200, 400, 400]) == pytest.approx(1 / 7)
+
+
+def test_iou_on_pixel_boxes_has_no_plus_one():
+    """IoU is in pixels of the original image: x2 - x1 is the width, with no +1 term."""
+    assert box_iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(1 / 3)  # +1 gives 0.375
+    assert box_iou([0, 0, 10, 10], [10, 0, 20, 10]) == 0.0  # touching boxes do not overlap
+    assert box_iou([3, 3, 4, 4], [3, 3, 4, 4]) == 1.0  # one pixel is a box of area 1
+    assert box_iou([5, 5, 5, 9], [5, 5, 5, 9]) == 0.0  # a zero-width box has no area
+    # masks count pixels: 2 shared of 6 covered
+    a, b = np.zeros((3, 4), bool), np.zeros((3, 4), bool)
+    a[0, :3], b[0, 1:] = True, True
+    b[1, 0] = True
+    assert metrics.mask_intersection_union(a, b) == (2, 5)
 
 
 def test_iou_summary_thresholds_are_inclusive():
@@ -225,3 +317,10 @@ def test_segmentation_summary_by_hand():
     assert s["oiou"] == pytest.approx(12 / 26)
     assert s["p@0.5"] == pytest.approx(1 / 3) and s["p@0.9"] == pytest.approx(1 / 3)
     assert set(s) == {"miou", "oiou", "p@0.5", "p@0.6", "p@0.7", "p@0.8", "p@0.9"}
+
+
+def test_segmentation_summary_takes_only_prompts_with_a_target():
+    # An empty target answered with an empty mask used to score IoU 1 and enter miou.
+    with pytest.raises(ValueError, match="absent_accuracy"):
+        metrics.segmentation_summary([0, 3], [0, 4])
+    assert metrics.segmentation_summary([], [])["miou"] is None

@@ -31,6 +31,7 @@ def test_real_data_is_scored_on_the_test_images_of_the_real_split(rs_samples, tm
     args = ["eval", "rsvqa", "--baseline", "type_majority", "--data", str(data), "--no-progress"]
     assert main([*args, "--out", str(out), "--no-plots"]) == 0
     assert json.loads((out / "report.json").read_text())["n"] == len(test)
+    args += ["--ci-resamples", "0"]  # intervals are tested elsewhere
     assert main([*args, "--out", str(tmp_path / "all"), "--no-plots", "--real-split", "all"]) == 0
     assert json.loads((tmp_path / "all" / "report.json").read_text())["n"] == len(every)
     # an evaluation-only dataset is all test; a train-only excerpt has nothing to score
@@ -207,9 +208,11 @@ def test_isaid_masks_score_as_the_recipe_measured(rs_samples):
     records, root = load_eval_data(rs_samples / "isaid")
     segmentation = [r for r in records if r["task"] == "refer_seg"]
     report = evaluate("refer_seg", records, oracle(records), root, progress=False)
-    # the text mask of each answer covers the instance masks as well as the recipe recorded
-    expected = [r["meta"]["mask_text_iou"] for r in segmentation]
+    # the text mask of each answer covers the instance masks as well as the recipe recorded;
+    # a prompt whose class is absent ("none") is scored apart, outside miou
+    expected = [r["meta"]["mask_text_iou"] for r in segmentation if r["answer"] != "none"]
     assert report["metrics"]["miou"] == pytest.approx(sum(expected) / len(expected), abs=1e-4)
+    assert report["metrics"]["n_absent"] == len(segmentation) - len(expected)
     assert report["n"] == len(segmentation) and report["parse_failure_rate"] == 0.0
     detection = evaluate("detection", records, oracle(records), root, progress=False)
     assert detection["metrics"]["map@0.5"] == pytest.approx(1.0)

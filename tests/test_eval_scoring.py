@@ -427,16 +427,158 @@ def test_evaluate_writes_the_files(tmp_path):
     assert (out / "by_type.png").stat().st_size > 1000
 
 
-def test_segmentation_with_nothing_to_find():
+def test_segmentation_with_nothing_to_find_is_scored_apart():
     empty = np.zeros((8, 8), bool)
     records = [
         record(
             f"rrsis:{i}", "refer_seg", "none", size=(8, 8), targets={"mask_rle": rle_encode(empty)}
         )
-        for i in range(3)
+        for i in range(4)
     ]
-    predictions = {"rrsis:0": "None.", "rrsis:1": "I cannot see any.", "rrsis:2": ""}
+    full = format_mask(np.ones((8, 8), bool), grid=(4, 4))
+    predictions = {
+        "rrsis:0": "None.",
+        "rrsis:1": "I cannot see any.",
+        "rrsis:2": "",
+        "rrsis:3": full,
+    }
     report, items, _ = score("refer_seg", records, predictions)
-    assert [it["iou"] for it in items] == [1.0, 0.0, 0.0]  # unreadable is wrong even here
-    assert report["metrics"]["miou"] == pytest.approx(1 / 3)
-    assert report["metrics"]["oiou"] is None  # no pixel to find anywhere
+    assert [it["correct"] for it in items] == [True, False, False, False]
+    assert [it["false_positive"] for it in items] == [False, False, False, True]
+    assert all("iou" not in it for it in items)
+    m = report["metrics"]
+    assert m["n_absent"] == 4 and m["n_present"] == 0
+    assert m["absent_accuracy"] == 0.25 and m["false_positive_rate"] == 0.25
+    assert m["miou"] is None and m["oiou"] is None and m["p@0.5"] is None
+    assert report["parse_failure_rate"] == 0.5  # unreadable is a failure even here
+
+
+def mixed_segmentation_records():
+    """Two prompts whose target exists (top-left quarter) and two whose target is absent."""
+    target, empty = np.zeros((16, 16), bool), np.zeros((16, 16), bool)
+    target[:8, :8] = True
+    return [
+        record(f"geosynth:s{i}", "refer_seg", "x", qtype=q, size=(16, 16),
+               targets={"mask_rle": rle_encode(mask)})
+        for i, (q, mask) in enumerate(
+            [("present", target), ("present", target), ("absent", empty), ("absent", empty)]
+        )
+    ]  # fmt: skip
+
+
+def test_none_everywhere_earns_nothing_in_the_segmentation_headline():
+    records = mixed_segmentation_records()
+    report, items, _ = score("refer_seg", records, {r["id"]: "none" for r in records})
+    m = report["metrics"]
+    # the earlier scorer gave each absent prompt IoU 1: miou 0.5 for saying "none" everywhere
+    assert m["miou"] == 0.0 and m["oiou"] == 0.0 and m["p@0.5"] == 0.0
+    assert m["absent_accuracy"] == 1.0 and m["false_positive_rate"] == 0.0
+    assert m["n_present"] == 2 and m["n_absent"] == 2
+    assert set(report["by_type"]) == {"present"}  # by type: present targets only
+    # a mask everywhere: the present targets get their IoU, the absent ones are false positives
+    everywhere = format_mask(np.ones((16, 16), bool), grid=(4, 4))
+    report, _, _ = score("refer_seg", records, {r["id"]: everywhere for r in records})
+    assert report["metrics"]["miou"] == pytest.approx(0.25)
+    assert report["metrics"]["false_positive_rate"] == 1.0
+    assert report["metrics"]["absent_accuracy"] == 0.0
+    # the same split inside synth reports refer_seg.absent_accuracy beside refer_seg.miou
+    report, _, _ = score("synth", records, {r["id"]: "none" for r in records})
+    assert report["metrics"]["refer_seg.miou"] == 0.0
+    assert report["metrics"]["refer_seg.absent_accuracy"] == 1.0
+    assert report["metrics"]["refer_seg.n_absent"] == 2
+    assert report["by_type"]["refer_seg"]["score"] == 0.0
+
+
+def test_none_everywhere_earns_nothing_in_the_box_headlines():
+    cars = {"boxes": [{"label": "car", "box": [0, 0, 10, 10]}]}
+    records = [
+        record("dior:1", "detection", "x", targets=cars),
+        record("dior:2", "detection", "none"),
+    ]
+    report, _, _ = score("detection", records, {"dior:1": "none", "dior:2": "none"})
+    m = report["metrics"]
+    assert m["map@0.5"] == 0.0 and m["absent_accuracy"] == 1.0 and m["n_absent"] == 1
+    report, _, _ = score(
+        "detection", records, {"dior:1": "none", "dior:2": "<box>0,0,100,100</box>"}
+    )
+    assert report["metrics"]["false_positive_rate"] == 1.0
+    assert report["metrics"]["absent_accuracy"] == 0.0
+    report, _, _ = score(
+        "grounding", grounding_records(), {r["id"]: "none" for r in grounding_records()}
+    )
+    m = report["metrics"]
+    assert m["acc@0.5"] == 0.0 and m["mean_iou"] == 0.0 and m["prompt_accuracy"] == 0.0
+    assert m["absent_accuracy"] == 1.0
+
+
+# ------------------------------------------------------------------- lenient and counts
+
+
+def test_lenient_cannot_be_gamed_by_naming_every_answer():
+    records = [
+        record("rsvqa_lr:1", "vqa", "yes", qtype="presence"),
+        record("rsvqa_lr:2", "vqa", "no", qtype="presence"),
+        record("rsvqa_lr:3", "vqa", "rural", qtype="rural_urban"),
+        record("rsvqa_lr:4", "vqa", "urban", qtype="rural_urban"),
+        record("rsvqa_lr:5", "counting", "3", qtype="count", targets={"count": 3}),
+        record("rsvqa_lr:6", "counting", "4", qtype="count", targets={"count": 4}),
+    ]
+    hedged = {
+        "rsvqa_lr:1": "yes no", "rsvqa_lr:2": "Yes or no.",
+        "rsvqa_lr:3": "rural or urban", "rsvqa_lr:4": "urban, rural",
+        "rsvqa_lr:5": "3 or 4", "rsvqa_lr:6": "three or four",
+    }  # fmt: skip
+    # every hedge holds its reference as whole words: the earlier lenient rule gave 100 %
+    report, items, _ = score("rsvqa", records, hedged)
+    assert report["metrics"]["lenient_overall_accuracy"] == 0.0
+    assert not any(it["lenient"] for it in items)
+    committed = {
+        "rsvqa_lr:1": "Yes, there is.", "rsvqa_lr:2": "No.",
+        "rsvqa_lr:3": "It is a rural area.", "rsvqa_lr:4": "urban",
+        "rsvqa_lr:5": "There are 3.", "rsvqa_lr:6": "4",
+    }  # fmt: skip
+    report, _, _ = score("rsvqa", records, committed)
+    assert report["metrics"]["lenient_overall_accuracy"] == 1.0
+    assert report["protocol"]["lenient"].startswith("the normalised reference appears")
+
+
+def test_scene_lenient_names_one_class_only():
+    records = [
+        record("ucm:1", "scene_cls", "dense_residential"),
+        record("ucm:2", "scene_cls", "residential"),
+        record("ucm:3", "scene_cls", "beach"),
+    ]
+    predictions = {
+        "ucm:1": "dense residential or beach",  # two classes
+        "ucm:2": "It is dense residential.",  # holds "residential", but names another class
+        "ucm:3": "A beach with some residential houses.",  # two classes again
+    }
+    report, items, _ = score("scene_cls", records, predictions)
+    assert [it["lenient"] for it in items] == [False, False, False]
+    assert report["metrics"]["lenient_top1_accuracy"] == 0.0
+    report, _, _ = score(
+        "scene_cls", records,
+        {"ucm:1": "Dense residential area.", "ucm:2": "residential", "ucm:3": "Beach."},
+    )  # fmt: skip
+    assert report["metrics"]["lenient_top1_accuracy"] == 1.0
+
+
+def test_rsvqa_low_resolution_counts_in_bins_beside_exact():
+    refs = [0, 5, 50, 500, 5000, 11]
+    preds = ["0", "seven", "There are 12.", "999", "1001", "10"]
+    records = [
+        record(f"rsvqa_lr:{i}", "counting", str(n), qtype="count", targets={"count": n})
+        for i, n in enumerate(refs)
+    ]
+    report, items, _ = score("rsvqa", records, {f"rsvqa_lr:{i}": p for i, p in enumerate(preds)})
+    m = report["metrics"]
+    assert m["count_exact_accuracy"] == pytest.approx(1 / 6)
+    assert m["count_binned_accuracy"] == pytest.approx(5 / 6)  # 10 and 11 are in different bins
+    assert report["by_type"]["count"]["count_binned_accuracy"] == pytest.approx(5 / 6)
+    assert report["by_type"]["count"]["accuracy"] == pytest.approx(1 / 6)  # strict text
+    assert all(it["count_binned"] for it in items)
+    # RSVQA-HR (and any other source) counts are exact only
+    hr = [dict(r, id=r["id"].replace("rsvqa_lr", "rsvqa_hr"), source="rsvqa_hr") for r in records]
+    report, _, _ = score("rsvqa", hr, {f"rsvqa_hr:{i}": p for i, p in enumerate(preds)})
+    assert "count_binned_accuracy" not in report["metrics"]
+    assert report["metrics"]["count_exact_accuracy"] == pytest.approx(1 / 6)

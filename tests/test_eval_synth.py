@@ -45,9 +45,11 @@ def test_reference_answers_score_full_marks(geosynth, tmp_path):
     for task, value in scores.items():
         if task != "refer_seg":
             assert value == pytest.approx(1.0), task
-    seg = [r for r in records if r["task"] == "refer_seg"]
+    # prompts whose target is absent ("none") are scored apart, outside refer_seg.miou
+    seg = [r for r in records if r["task"] == "refer_seg" and r["answer"] != "none"]
     expected = sum(r["meta"]["mask_text_iou"] for r in seg) / len(seg)
     assert scores["refer_seg"] == pytest.approx(expected, abs=1e-3)
+    assert report["metrics"]["refer_seg.absent_accuracy"] == 1.0
     assert report["parse_failure_rate"] == 0.0 and not report["missing_ids"]
     assert report["metrics"]["detection.map@0.5"] == pytest.approx(1.0)
     files = {p.name for p in tmp_path.iterdir()}
