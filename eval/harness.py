@@ -424,8 +424,16 @@ def evaluate(
     progress: bool = True,
     model_name: str | None = None,
     data_name: str | None = None,
+    control: str | None = None,
+    control_seed: int = 0,
+    ci_resamples: int | None = None,
 ) -> dict[str, Any]:
     """Score ``task`` on ``records`` and return the report (and write it under ``out``).
+
+    ``control`` (``blank``, ``shuffled`` or ``both``, a model only) asks every record again
+    without its own image and reports the visual gain (:mod:`geoassist.eval.controls`). Every
+    accuracy gets a 95 % bootstrap interval over images (:mod:`geoassist.eval.intervals`,
+    ``ci_resamples`` draws; 0 for none).
 
     ``predictions_or_assistant`` is an :class:`~geoassist.assistant.Assistant` (or anything with
     its ``ask_batch``), a mapping of record id → prediction text, or the path of a predictions
@@ -434,6 +442,13 @@ def evaluate(
     plots (see docs/EVAL.md).
     """
     started = time.perf_counter()
+    from geoassist.eval import controls as blind
+
+    if blind.control_names(control) and not _is_assistant(predictions_or_assistant):
+        raise EvalDataError(
+            "--control asks the records again without their images, so it needs a model "
+            "(--model); it cannot run on a predictions file or a baseline"
+        )
     all_records = list(records)
     selected, skipped = select_records(all_records, task)
     if not selected:
@@ -493,6 +508,19 @@ def evaluate(
     for item in items:
         if item["id"] in errors:
             item["error"] = errors[item["id"]]
+    control_runs = {}
+    if blind.control_names(control):
+        control_runs = blind.run_controls(
+            control, task, selected, predictions_or_assistant, image_root, sizes=sizes,
+            predict_options={"batch_size": batch_size, "max_new_tokens": tokens, "progress": progress},
+            score_options={"grammar": grammar, "spice": spice}, seed=control_seed,
+        )  # fmt: skip
+    blind.annotate(
+        task, report_core, items, selected,
+        {"image_root": Path(image_root) if image_root else None, "grammar": grammar,
+         "spice": spice, "sizes": sizes},
+        control_runs, resamples=blind.N_RESAMPLES if ci_resamples is None else ci_resamples,
+    )  # fmt: skip
     report: dict[str, Any] = {"task": task, **report_core}
     report.update(
         {
@@ -515,5 +543,11 @@ def evaluate(
     if out is not None:
         from geoassist.eval.report import write_outputs
 
-        write_outputs(out, report, items, plot_data if plots else None)
+        write_outputs(
+            out,
+            report,
+            items,
+            plot_data if plots else None,
+            controls={name: run[2] for name, run in control_runs.items()},
+        )
     return report

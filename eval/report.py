@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["write_outputs", "to_json_safe", "render_markdown"]
 
 MAX_LISTED_IDS = 20
+CI_SUFFIX = "_ci95"  # a 95 % bootstrap interval [lo, hi] beside the value it belongs to
 
 
 def to_json_safe(value: Any) -> Any:
@@ -47,7 +48,20 @@ def _fmt(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, float):
         return f"{value:.4f}"
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, float) for v in value):
+        return f"[{value[0]:.4f}, {value[1]:.4f}]"
     return str(value)
+
+
+def _with_intervals(values: dict[str, Any]) -> dict[str, Any]:
+    """``name`` and ``name_ci95`` as one cell: ``0.6412 [0.5900, 0.6900]``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key.endswith(CI_SUFFIX) and key[: -len(CI_SUFFIX)] in values:
+            continue
+        interval = values.get(key + CI_SUFFIX)
+        out[key] = f"{_fmt(value)} {_fmt(interval)}" if interval is not None else value
+    return out
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
@@ -60,12 +74,45 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
 def _by_type_table(by_type: dict[str, dict[str, Any]]) -> list[str]:
     if not by_type:
         return []
+    rows = [{"type": t, **_with_intervals(e)} for t, e in by_type.items()]
     columns: list[str] = []
-    for entry in by_type.values():
+    for entry in rows:
         for key, value in entry.items():
-            if key not in columns and not isinstance(value, (dict, list)):
+            if key != "type" and key not in columns and not isinstance(value, (dict, list)):
                 columns.append(key)
-    return _table([{"type": t, **e} for t, e in by_type.items()], ["type", *columns])
+    return _table(rows, ["type", *columns])
+
+
+def _metrics_table(metrics: dict[str, Any]) -> list[str]:
+    return _table(
+        [{"metric": k, "value": v} for k, v in _with_intervals(metrics).items()],
+        ["metric", "value"],
+    )
+
+
+def _control_lines(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for name in ("shuffled", "blank"):
+        part = report.get(f"control_{name}")
+        if not part:
+            continue
+        what = (
+            "each record asked with another record's image of the same split (a seeded "
+            "derangement): the control that counts"
+            if name == "shuffled"
+            else "each image replaced by the dataset's mean colour"
+        )
+        lines += ["", f"## Control `{name}` ({part['n']} items; {what})", ""]
+        if part.get("not_controlled"):
+            lines.append(f"{part['not_controlled']} item(s) had no control image and are left out.")
+            lines.append("")
+        lines += _metrics_table(part["metrics"])
+        if part.get("visual_gain"):
+            lines += ["", "Visual gain (real image minus this control):", ""]
+            lines += _metrics_table(part["visual_gain"])
+        if part.get("by_type") and not part.get("tasks"):
+            lines += [""] + _by_type_table(part["by_type"])
+    return lines
 
 
 def render_markdown(report: dict[str, Any], plot_files: list[str]) -> str:
@@ -91,18 +138,22 @@ def render_markdown(report: dict[str, Any], plot_files: list[str]) -> str:
     lines.append(f"- seconds: {report.get('seconds')}")
     rate = report.get("parse_failure_rate")
     lines.append(f"- parse-failure rate: {_fmt(rate)}")
-    lines += ["", "Accuracies are fractions in [0, 1]. Protocol:", ""]
+    lines += [
+        "",
+        "Accuracies are fractions in [0, 1]; [lo, hi] after a value is its 95 % bootstrap "
+        "interval, resampled by image (docs/EVAL.md). Protocol:",
+        "",
+    ]
     for key, text in (report.get("protocol") or {}).items():
         lines.append(f"- {key}: {text}")
     if report.get("tasks"):  # synth: the headline per task here, every metric per task below
         lines += ["", "## Per task", ""] + _by_type_table(report["by_type"])
     else:
         lines += ["", "## Metrics", ""]
-        lines += _table(
-            [{"metric": k, "value": v} for k, v in report["metrics"].items()], ["metric", "value"]
-        )
+        lines += _metrics_table(report["metrics"])
         if report.get("by_type"):
             lines += ["", "## By type", ""] + _by_type_table(report["by_type"])
+    lines += _control_lines(report)
     for split, part in (report.get("by_split") or {}).items():
         lines += ["", f"## Split `{split}` ({part['n']} items)", ""]
         lines += _table(
@@ -114,9 +165,7 @@ def render_markdown(report: dict[str, Any], plot_files: list[str]) -> str:
             f"## {sub} ({part['n']} items, parse-failure rate {_fmt(part['parse_failure_rate'])})",
             "",
         ]
-        lines += _table(
-            [{"metric": k, "value": v} for k, v in part["metrics"].items()], ["metric", "value"]
-        )
+        lines += _metrics_table(part["metrics"])
         if part.get("by_type"):
             lines += [""] + _by_type_table(part["by_type"])
     if missing:
@@ -288,13 +337,24 @@ def write_outputs(
     report: dict[str, Any],
     items: list[dict[str, Any]],
     plot_data: dict[str, Any] | None,
+    controls: dict[str, list[dict[str, Any]]] | None = None,
 ) -> list[Path]:
-    """Write the evaluation's files under ``out`` (created if needed); returns their paths."""
+    """Write the evaluation's files under ``out`` (created if needed); returns their paths.
+
+    ``controls`` (control name → scored items) adds ``predictions_control_<name>.jsonl``.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    written = [out / "predictions.jsonl"]
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
         for item in items:
             handle.write(_item_line(item) + "\n")
+    for name, control_items in (controls or {}).items():
+        path = out / f"predictions_control_{name}.jsonl"
+        with path.open("w", encoding="utf-8") as handle:
+            for item in control_items:
+                handle.write(_item_line(item) + "\n")
+        written.append(path)
     plot_files = _plots(out, report, plot_data) if plot_data is not None else []
     report["plots"] = plot_files
     (out / "report.json").write_text(
@@ -302,7 +362,7 @@ def write_outputs(
     )
     (out / "report.md").write_text(render_markdown(report, plot_files))
     return [
-        out / "predictions.jsonl",
+        *written,
         out / "report.json",
         out / "report.md",
         *(out / p for p in plot_files),

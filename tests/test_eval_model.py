@@ -165,7 +165,9 @@ def test_cli_model_and_predictions(tmp_path, capsys):
     data = tmp_path / "records.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "run"
+    # the records claim to be RSVQA-LR images 0-3, some of them train images of the real split
     args = ["eval", "rsvqa", "--model", "tiny", "--data", str(data), "--out", str(out)]
+    args += ["--real-split", "all"]
     assert (
         main([*args, "--max-new-tokens", "2", "--batch-size", "4", "--limit", "3", "--no-progress"])
         == 0
@@ -191,6 +193,8 @@ def test_cli_model_and_predictions(tmp_path, capsys):
                 str(data),
                 "--out",
                 str(tmp_path / "p"),
+                "--real-split",
+                "all",
             ]
         )
         == 0
@@ -231,6 +235,8 @@ def test_cli_errors_say_what_to_do(tmp_path, capsys):
                 str(data),
                 "--out",
                 str(tmp_path / "o"),
+                "--real-split",
+                "all",
             ]
         )
         == 1

@@ -81,6 +81,24 @@ def register(subparsers) -> None:
         action="store_true",
         help="also compute SPICE for captions (needs the Stanford models)",
     )
+    p.add_argument(
+        "--control",
+        choices=("blank", "shuffled", "both"),
+        help="with --model: ask every record again with a blank image (the data's mean colour) "
+        "and/or another record's image (shuffled: the control that counts), and report the "
+        "visual gain per type (docs/EVAL.md)",
+    )
+    p.add_argument(
+        "--control-seed", type=int, default=0, help="seed of the shuffled control (default 0)"
+    )
+    p.add_argument(
+        "--ci-resamples",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="bootstrap draws (by image) for the 95%% intervals of accuracies and visual gains "
+        "(default 1000; 0: no intervals)",
+    )
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval)
@@ -161,9 +179,24 @@ def run_eval(args) -> int:
         progress=not args.no_progress,
         model_name=model_name,
         data_name=str(args.data),
+        control=args.control,
+        control_seed=args.control_seed,
+        ci_resamples=args.ci_resamples,
     )
     missing = len(report["missing_ids"])
     print(f"{args.task}: {report['n']} items, {_headline(report)}")
+    for name in ("shuffled", "blank"):
+        if f"control_{name}" in report:
+            print(f"control {name}: {_headline(report[f'control_{name}'] | {'task': args.task})}")
+            gains = report[f"control_{name}"]["visual_gain"]
+            shown = ", ".join(
+                f"{k} {v:+.4f} [{gains[k + '_ci95'][0]:+.4f}, {gains[k + '_ci95'][1]:+.4f}]"
+                if k + "_ci95" in gains
+                else f"{k} {v:+.4f}"
+                for k, v in gains.items()
+                if not k.endswith("_ci95")
+            )
+            print(f"  visual gain over {name}: {shown or 'none'}")
     if missing:
         print(f"{missing} record(s) had no prediction and count as wrong (listed in report.json)")
     rate = report.get("parse_failure_rate")
