@@ -12,6 +12,7 @@ registry of every scorer; answers with geometry are scored in
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from geoassist import formats
@@ -118,10 +119,23 @@ def _type_pools(items: list[dict[str, Any]]) -> dict[str, AnswerPool]:
     return {t: AnswerPool.of(a) for t, a in answers.items()}
 
 
-def qa_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Summary:
-    pools = _type_pools(items)
+def _check_lenient(items: list[dict[str, Any]], check: Callable[[dict[str, Any]], bool]) -> None:
+    """Settle each item's lenient flag against the candidates of the data it was first
+    summarised with (the whole task); later summaries of subsets (splits, bootstrap draws)
+    keep that decision instead of judging against fewer candidates."""
     for it in items:
-        it["lenient"] = lenient_match(it["prediction"], it["reference"], pools[it["qtype"]])
+        if not it.get("_lenient_checked"):
+            it["lenient"] = check(it)
+            it["_lenient_checked"] = True
+
+
+def qa_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Summary:
+    if not all(it.get("_lenient_checked") for it in items):
+        pools = _type_pools(items)
+        _check_lenient(
+            items,
+            lambda it: lenient_match(it["prediction"], it["reference"], pools[it["qtype"]]),
+        )
     counts = {
         i: (it["count_predicted"], it["count_reference"])
         for i, it in enumerate(items)
@@ -197,8 +211,7 @@ def scene_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Summary:
     refs = [it["reference_class"] for it in items]
     classes = sorted(set(refs))
     pool = AnswerPool.of(classes, _label_tokens)
-    for it in items:
-        it["lenient"] = _scene_lenient(it["prediction"], it["reference_class"], pool)
+    _check_lenient(items, lambda it: _scene_lenient(it["prediction"], it["reference_class"], pool))
     preds = [it["predicted_class"] if it["predicted_class"] in classes else None for it in items]
     result = metrics.classification_summary(preds, refs, classes)
     by_type = {}

@@ -540,6 +540,14 @@ def test_lenient_cannot_be_gamed_by_naming_every_answer():
     report, _, _ = score("rsvqa", records, committed)
     assert report["metrics"]["lenient_overall_accuracy"] == 1.0
     assert report["protocol"]["lenient"].startswith("the normalised reference appears")
+    # the candidates are those of the whole task, also where a split holds only one of them
+    split = [
+        record("rsvqa_hr:1", "vqa", "rural", qtype="rural_urban", split="test"),
+        record("rsvqa_hr:2", "vqa", "urban", qtype="rural_urban", split="test_phili"),
+    ]
+    report, _, _ = score("rsvqa", split, {r["id"]: "urban or rural" for r in split})
+    for part in report["by_split"].values():
+        assert part["metrics"]["lenient_overall_accuracy"] == 0.0
 
 
 def test_scene_lenient_names_one_class_only():
