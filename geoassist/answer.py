@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import InitVar, dataclass, field
 from typing import Any, ClassVar
 
@@ -39,9 +40,28 @@ from geoassist.geo import (
 )
 from geoassist.rle import mask_to_rle
 
-__all__ = ["Answer", "AnswerBox", "AnswerOBox", "AnswerPolygon", "AnswerMask", "AnswerStream"]
+__all__ = [
+    "Answer", "AnswerBox", "AnswerOBox", "AnswerPolygon", "AnswerMask", "AnswerStream",
+    "plain_text",
+]  # fmt: skip
 
 PIXEL_DECIMALS = 2
+
+# Tags of the answer grammar, of the retrieved-context block and of the chat format: none of
+# them is for people, wherever it stands in a finished answer's text.
+_MACHINE_TAG = re.compile(
+    r"</?\s*(?:passage|context|ref|box|obox|poly|polygon|point|mask|image)\b[^<>]*>"
+    r"|<\|im_(?:start|end)\|>|<\|endoftext\|>",
+    re.IGNORECASE,
+)
+
+
+def plain_text(text: str) -> str:
+    """``text`` without grammar, context or chat tags (a stray ``</passage>`` never ends an answer)."""
+    if "<" not in text:
+        return text
+    cleaned = _MACHINE_TAG.sub(" ", text)
+    return "\n".join(" ".join(line.split()) for line in cleaned.split("\n")).strip()
 
 
 def _r(value: float) -> float:
@@ -246,7 +266,9 @@ class Answer:
     ``boxes``, ``obboxes``, ``polygons`` and ``masks`` are in pixels of ``image_size``;
     ``georef`` places them on the map (None: not georeferenced). ``coverage`` says how a
     large scene was read (see :mod:`geoassist.large`); ``stopped`` is True when the request
-    was cancelled and the answer is what was generated until then. Items may be given as
+    was cancelled and the answer is what was generated until then. ``notes`` are short
+    sentences for the user about how the answer was made (e.g. history dropped to fit the
+    model's context). Items may be given as
     dicts (``{"label", "box", "score"}``…) and ``mask=`` as one array; both become typed.
     """
 
@@ -264,6 +286,7 @@ class Answer:
     history: list[dict[str, str]] = field(default_factory=list, repr=False)
     coverage: dict[str, Any] | None = None
     stopped: bool = False
+    notes: list[str] = field(default_factory=list)
     mask: InitVar[np.ndarray | None] = None
 
     def __post_init__(self, mask: np.ndarray | None) -> None:
@@ -370,6 +393,8 @@ class Answer:
             ]
         if self.stopped:
             out["stopped"] = True
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -25,8 +25,16 @@ from geoassist.answer import (
     AnswerOBox,
     AnswerPolygon,
     AnswerStream,
+    plain_text,
 )
-from geoassist.chat import IMAGE_SLOT, Message, collate, render, with_image_slots
+from geoassist.chat import (
+    IMAGE_SLOT,
+    Message,
+    collate,
+    render,
+    shorten_history,
+    with_image_slots,
+)
 from geoassist.errors import ContextTooLongError, GeoAssistError, ImageSlotMismatchError
 from geoassist.large.route import answer_scene, large_scene
 from geoassist.prompts import build_prompt
@@ -48,6 +56,9 @@ class _Prepared:
     task: str | None
     # Retrieved hits placed in the prompt (None: no knowledge store was used).
     passages: list | None = None
+    # What unlabelled geometry is called (the class or phrase asked for), and notes for the user.
+    label: str | None = None
+    notes: list[str] | None = None
 
 
 class Assistant:
@@ -168,6 +179,7 @@ class Assistant:
         passages = None
         if self.kb is not None and task in (None, "knowledge"):
             task, passages = "knowledge", self._retrieve(prompt, loaded)
+        history, dropped = request.history, {"passages": 0, "turn": 0}
         while True:
             context = None
             if passages is not None:
@@ -175,7 +187,7 @@ class Assistant:
 
                 context, passages = context_block(passages)
             messages = self._conversation(
-                prompt, task, request.history, len(loaded), request.region, image_size, context
+                prompt, task, history, len(loaded), request.region, image_size, context
             )
             try:
                 rendered = render(
@@ -188,11 +200,21 @@ class Assistant:
                     max_length=max(self.config.lm.max_context - request.max_new_tokens, 1),
                 )
             except ContextTooLongError:
+                # Earlier passages, then the oldest turns, then this turn's last passages go
+                # rather than no answer (the images stay).
+                shorter = shorten_history(history) if history else None
+                if shorter is not None:
+                    history, kind = shorter
+                    dropped[kind] += 1
+                    continue
                 if not passages:
                     raise
-                passages = passages[:-1]  # fewer passages rather than no answer
+                passages = passages[:-1]
                 continue
-            return _Prepared(rendered, pixel_values, loaded, messages, task, passages)
+            return _Prepared(
+                rendered, pixel_values, loaded, messages, task, passages,
+                label=_asked_label(task, prompt), notes=_trim_notes(dropped),
+            )  # fmt: skip
 
     def _retrieve(self, prompt: str, loaded: Sequence) -> list:
         """The store's best passages for the question, and for the last image too when the store
@@ -221,6 +243,10 @@ class Assistant:
         )
         answer = self._answer(raw.strip(), prepared.task, prepared.loaded, prepared.messages)
         answer.stopped = stopped
+        answer.notes = list(prepared.notes or [])
+        if prepared.label:
+            for item in (*answer.boxes, *answer.obboxes, *answer.polygons):
+                item.label = item.label or prepared.label
         if prepared.passages is not None:
             from geoassist.rag import citations
 
@@ -417,11 +443,11 @@ class Assistant:
         history = [{"role": m.role, "content": m.content} for m in messages[1:]]
         history.append({"role": "assistant", "content": raw})
         if not loaded:
-            return Answer(text=raw, raw=raw, task=task, history=history)
+            return Answer(text=plain_text(raw), raw=raw, task=task, history=history)
         image = loaded[-1]
         parsed = formats.parse(raw, image.size)
         return Answer(
-            text=parsed.text,
+            text=plain_text(parsed.text),
             boxes=[AnswerBox(b.label, b.box, b.score) for b in parsed.boxes],
             obboxes=[
                 AnswerOBox(o.label, o.cx, o.cy, o.w, o.h, o.angle_deg, o.score)
@@ -436,3 +462,27 @@ class Assistant:
             georef=Georef.from_image(image),
             history=history,
         )
+
+
+def _asked_label(task: str | None, prompt: str) -> str | None:
+    """The class or phrase a geometry task asked for, to name geometry the model left unnamed."""
+    from geoassist.tasks import GEOMETRY_ANSWER_KINDS, TASKS
+
+    spec = TASKS.get(task) if task else None
+    text = " ".join(prompt.split())
+    if spec is None or spec.answer_kind not in GEOMETRY_ANSWER_KINDS or not text:
+        return None
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _trim_notes(dropped: dict[str, int]) -> list[str]:
+    notes = []
+    if dropped["passages"]:
+        notes.append("passages retrieved for earlier questions were left out to fit the model's context")
+    if dropped["turn"]:
+        n = dropped["turn"]
+        turns = "turn was" if n == 1 else f"{n} turns were"
+        notes.append(
+            f"the oldest {turns} left out to fit the model's context (the images are kept)"
+        )
+    return notes

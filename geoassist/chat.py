@@ -229,3 +229,45 @@ def collate(
         labels[i, sl] = torch.tensor(r.labels)
         attention_mask[i, sl] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+_CONTEXT_BLOCK = None
+
+
+def shorten_history(history: Sequence[dict[str, str]]) -> tuple[list[dict[str, str]], str] | None:
+    """One step of making an earlier conversation shorter, and what was dropped.
+
+    First the retrieved passages of earlier turns go (the oldest turn's first, ``"passages"``),
+    then the oldest turn, its question and answer (``"turn"``); the ``<image>`` slots of a dropped
+    question move to the next question, so the images stay in the conversation. None when
+    nothing is left to drop. :meth:`geoassist.assistant.Assistant.answer` applies it until the
+    conversation fits the model's context.
+    """
+    import re
+
+    global _CONTEXT_BLOCK
+    if _CONTEXT_BLOCK is None:
+        from geoassist.rag.context import CONTEXT_CLOSE, CONTEXT_NOTE, CONTEXT_OPEN
+
+        _CONTEXT_BLOCK = re.compile(
+            "(?:" + re.escape(CONTEXT_NOTE) + r"\s*)?"
+            + re.escape(CONTEXT_OPEN) + ".*?" + re.escape(CONTEXT_CLOSE),
+            re.DOTALL,
+        )  # fmt: skip
+    messages = [dict(m) for m in history if m.get("role") != "system"]
+    for m in messages:
+        if m.get("role") == "user" and _CONTEXT_BLOCK.search(m.get("content", "")):
+            m["content"] = _CONTEXT_BLOCK.sub("(passages dropped)", m["content"])
+            return messages, "passages"
+    first = next((i for i, m in enumerate(messages) if m.get("role") == "user"), None)
+    if first is None:
+        return None
+    end = next(
+        (i for i in range(first + 1, len(messages)) if messages[i].get("role") == "user"),
+        len(messages),
+    )
+    slots = sum(m.get("content", "").count(IMAGE_SLOT) for m in messages[first:end])
+    rest = messages[end:]
+    if slots and rest:
+        rest[0]["content"] = IMAGE_SLOT * slots + "\n" + without_image_slots(rest[0]["content"])
+    return rest, "turn"
