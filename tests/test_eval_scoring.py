@@ -590,3 +590,18 @@ def test_rsvqa_low_resolution_counts_in_bins_beside_exact():
     report, _, _ = score("rsvqa", hr, {f"rsvqa_hr:{i}": p for i, p in enumerate(preds)})
     assert "count_binned_accuracy" not in report["metrics"]
     assert report["metrics"]["count_exact_accuracy"] == pytest.approx(1 / 6)
+
+
+def test_model_card_says_which_count_accuracy_it_shows():
+    from geoassist.train.card import count_score_notes
+
+    scores = {
+        "rsvqa_lr_test": {"overall_accuracy": 0.5, "count_exact_accuracy": 0.1,
+                          "count_binned_accuracy": 0.6},
+        "geosynth_test": {"counting.count_exact_accuracy": 0.3},
+    }  # fmt: skip
+    note = count_score_notes(scores)
+    assert "`count_exact_accuracy`: the number in the answer equals the true count" in note
+    assert "`count_binned_accuracy`" in note and "101-1000" in note
+    assert "binned" not in count_score_notes({"geosynth_test": scores["geosynth_test"]})
+    assert count_score_notes({"caption": {"CIDEr": 0.4}}) == ""

@@ -66,6 +66,34 @@ def add_counts(*counts: dict[str, int] | None) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
+# What each count accuracy of a score table measures (docs/EVAL.md, "Counting").
+COUNT_ACCURACY_NOTES = {
+    "count_exact_accuracy": "the number in the answer equals the true count",
+    "count_binned_accuracy": (
+        "the answer's count and the true one fall in the same RSVQA bin "
+        "(0, 1-10, 11-100, 101-1000, more than 1000; RSVQA-LR only)"
+    ),
+}
+
+
+def count_score_notes(scores: dict[str, Any]) -> str:
+    """A paragraph saying which count accuracy each count metric of ``scores`` (evaluation
+    name → {metric: value}) is, or "" when there is none."""
+    names = {
+        str(metric).rsplit(".", 1)[-1]
+        for entry in scores.values()
+        if isinstance(entry, dict)
+        for metric in entry
+    }
+    found = [f"`{k}`: {v}" for k, v in COUNT_ACCURACY_NOTES.items() if k in names]
+    if not found:
+        return ""
+    return (
+        "\n\nCount accuracies in the scores: " + "; ".join(found) + ". The `accuracy` of count "
+        "questions is the strict text match (the answer is the number and nothing else)."
+    )
+
+
 def training_card(
     config,
     model,
@@ -121,7 +149,7 @@ def training_card(
             f"Stage {config.stage}, {step} optimizer steps of batch {config.optim.batch_size}×{config.optim.grad_accum}, "
             f"lr {config.optim.lr}, {n_trainable:,} trainable parameters, {elapsed_s / 60:.1f} min on {hardware}.\n\n"
             f"Base models: language model {lm_name} (licence {lm_licence}); vision tower {vision_origin}."
-            f"{history}"
+            f"{history}{count_score_notes(scores)}"
         ),
         "scores": scores,
         "stage": config.stage,
