@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from geoassist.eval import evaluate
@@ -58,6 +60,20 @@ def test_listing_every_context_id_scores_nothing(records):
     assert report["by_type"]["answerable"]["accuracy"] == 0.0
     assert report["by_type"]["planted"]["accuracy"] == 0.0
     assert report["by_type"]["unanswerable"]["accuracy"] == 1.0  # abstaining is right there
+
+
+def test_copying_the_whole_context_block_scores_nothing(records):
+    """Every passage's text and every id: the answer is in there, but so is everything else."""
+
+    def block(record):
+        prompt = record["conversations"][0]["content"]
+        inner = prompt[prompt.rindex("<context>") + 9 : prompt.rindex("</context>")]
+        text = re.sub(r"<[^>]+>", " ", inner)
+        return text + " " + " ".join(f"[{i}]" for i in record["meta"]["context_ids"])
+
+    m = evaluate("knowledge", records, {r["id"]: block(r) for r in records}, plots=False)["metrics"]
+    assert m["citation_accuracy"] == 1.0 and m["answer_f1"] > 0.2  # the right words are there
+    assert m["answer_stated_rate"] == 0.0 and m["overall_accuracy"] == 0.0
 
 
 def test_each_case_by_hand(records):
