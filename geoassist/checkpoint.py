@@ -269,9 +269,6 @@ def load_checkpoint(
     ``lm_kwargs`` go to transformers' ``from_pretrained`` for the LM (e.g. a 4-bit
     ``quantization_config`` for QLoRA).
     """
-    from geoassist.model.lm import build_lm, load_tokenizer
-    from geoassist.model.vlm import GeoAssistModel
-
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder} is not a GeoAssist checkpoint (no config.json)")
@@ -293,6 +290,13 @@ def load_checkpoint(
             "from where the checkpoint came from, or save the model again"
         )
     _check_lm_part(folder, "lm_adapter" if meta.get("lm") == "adapter" else "lm")
+    for name in ("vision", "projector", *(["band_adapter"] if config.vision.in_bands != 3 else [])):
+        check_safetensors(folder / f"{name}.safetensors")
+    # Only now the model code (transformers, peft: seconds to import), so that a damaged
+    # folder is reported at once.
+    from geoassist.model.lm import build_lm, load_tokenizer
+    from geoassist.model.vlm import GeoAssistModel
+
     tokenizer = load_tokenizer(config.lm, folder=folder / "tokenizer")
     if meta.get("lm") == "adapter":
         from peft import PeftModel

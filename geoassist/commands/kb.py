@@ -223,9 +223,13 @@ def run_build(args) -> int:
         f"({len(store) / max(seconds, 1e-9):.0f} chunks/s); index {store.describe()['spaces']['text']['index']['kind']}"
     )
     if replaced is not None:
-        print(f"replaced the store that was there ({replaced} entries -> {len(store)})")
+        print(f"replaced the store that was there ({_entries(replaced)} -> {len(store)})")
     _report_skipped(reader.report)
     return 0
+
+
+def _entries(count: int) -> str:
+    return f"{count} {'entry' if count == 1 else 'entries'}"
 
 
 def _check_build_target(out: Path, *, force: bool) -> int | None:
@@ -238,7 +242,7 @@ def _check_build_target(out: Path, *, force: bool) -> int | None:
     if is_store(out):
         count = stored_count(out)
         if not force:
-            held = f"{count} entries" if count is not None else "an unreadable manifest"
+            held = "an unreadable manifest" if count is None else _entries(count)
             raise GeoAssistError(
                 f"{out} already holds a knowledge store ({held}); `geoassist kb add {out} PATH…` "
                 "adds documents to it, --force replaces it, or pick a new --out folder"

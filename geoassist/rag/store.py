@@ -450,7 +450,7 @@ class KnowledgeStore:
         if manifest_path.is_file() and not own and not overwrite:
             raise StoreExistsError(
                 f"{folder} already holds a knowledge store ({_count_phrase(folder)}); "
-                f"saving this one ({len(self)} entries) there would replace it. Add to it with "
+                f"saving this one ({len(self)} {'entry' if len(self) == 1 else 'entries'}) there would replace it. Add to it with "
                 "`geoassist kb add`, pick a new folder, or replace it on purpose "
                 "(`kb build --force`, save(..., overwrite=True))"
             )
@@ -671,7 +671,9 @@ def stored_count(path: str | Path) -> int | None:
 
 def _count_phrase(folder: Path) -> str:
     count = stored_count(folder)
-    return f"{count} entries" if count is not None else "its manifest is unreadable"
+    if count is None:
+        return "its manifest is unreadable"
+    return f"{count} {'entry' if count == 1 else 'entries'}"
 
 
 def _library_version() -> str:
