@@ -228,3 +228,30 @@ def test_cli_control_both_writes_both_controls(tmp_path, capsys, tiny_model, mon
     assert "visual gain over shuffled: overall_accuracy +0.0000 [+0.0000, +0.0000]" in printed, (
         printed
     )
+
+
+def test_the_pipeline_and_the_card_show_the_visual_gain_beside_each_accuracy(tmp_path):
+    from geoassist.train.card import card_scores
+    from geoassist.train.pipeline import EvalStep, _score_entry
+
+    records = make_data(tmp_path)
+    report = evaluate("rsvqa", records, Looking(), tmp_path, control="both", progress=False)
+    entry = _score_entry(report)
+    presence = entry["by_type"]["presence"]
+    assert presence["visual_gain_shuffled"] == report["by_type"]["presence"]["visual_gain_shuffled"]
+    assert presence["accuracy_ci95"] == [1.0, 1.0] and "visual_gain_blank_ci95" in presence
+    assert set(entry["controls"]) == {"shuffled", "blank"}
+    rows = card_scores(entry)
+    keys = list(rows)
+    # each accuracy, then its gains right after it
+    at = keys.index("presence.accuracy")
+    assert keys[at + 1 : at + 3] == [
+        "presence.accuracy: visual gain over shuffled",
+        "presence.accuracy: visual gain over blank",
+    ]
+    assert rows["presence.accuracy"] == "1 (95 % CI 1–1)"
+    assert rows["presence.accuracy: visual gain over blank"].startswith("+0.25 (95 % CI +")
+    at = keys.index("overall_accuracy")
+    assert keys[at + 1] == "overall_accuracy: visual gain over shuffled"
+    assert EvalStep("rsvqa", "x").control == "shuffled"  # pipelines ask the control by default
+    assert EvalStep("rsvqa", "x", control="none").control is None

@@ -76,6 +76,58 @@ COUNT_ACCURACY_NOTES = {
 }
 
 
+def _with_interval(value: float, interval: Any, signed: bool = False) -> str:
+    shown = f"{value:+.4g}" if signed else f"{value:.4g}"
+    if isinstance(interval, (list, tuple)) and len(interval) == 2:
+        lo, hi = interval
+        shown += f" (95 % CI {lo:+.4g} to {hi:+.4g})" if signed else f" (95 % CI {lo:.4g}–{hi:.4g})"
+    return shown
+
+
+def card_scores(entry: dict[str, Any]) -> dict[str, Any]:
+    """One evaluation's rows for the card: each accuracy with its 95 % interval, and right after
+    it the visual gain over each blind control (accuracy minus the control's, docs/EVAL.md).
+
+    ``entry`` is a pipeline score (``n``, ``metrics``, ``by_type``, ``controls``)."""
+    from geoassist.eval.intervals import is_accuracy
+
+    metrics = entry.get("metrics") or {}
+    controls = entry.get("controls") or {}
+    out: dict[str, Any] = {}
+
+    def gains_of(label: str, source: dict[str, Any], prefix: str) -> None:
+        for control in ("shuffled", "blank"):
+            if control not in controls:
+                continue
+            gain = source.get(f"{prefix}{control}")
+            if isinstance(gain, (int, float)):
+                interval = source.get(f"{prefix}{control}_ci95")
+                out[f"{label}: visual gain over {control}"] = _with_interval(gain, interval, True)
+
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        interval = metrics.get(f"{key}_ci95")
+        out[key] = _with_interval(value, interval) if is_accuracy(key) and interval else value
+        for control in ("shuffled", "blank"):
+            gain = (controls.get(control) or {}).get("visual_gain") or {}
+            if isinstance(gain.get(key), (int, float)):
+                out[f"{key}: visual gain over {control}"] = _with_interval(
+                    gain[key], gain.get(f"{key}_ci95"), True
+                )
+    for kind, d in (entry.get("by_type") or {}).items():
+        for field_name in ("accuracy", "score"):
+            value = d.get(field_name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            label = f"{kind}.{field_name}"
+            if label in out:
+                continue
+            out[label] = _with_interval(value, d.get(f"{field_name}_ci95"))
+            gains_of(label, d, "visual_gain_")
+    return out
+
+
 def count_score_notes(scores: dict[str, Any]) -> str:
     """A paragraph saying which count accuracy each count metric of ``scores`` (evaluation
     name → {metric: value}) is, or "" when there is none."""

@@ -60,10 +60,16 @@ class EvalStep:
     real_split: str = "test"
     # Other sources (your own data): only the images a training entry with this holdout skipped.
     holdout: float = 0.0
+    # Blind control asked beside every accuracy (docs/EVAL.md): shuffled, blank, both or none.
+    control: str | None = "shuffled"
 
     def __post_init__(self) -> None:
         if self.real_split not in ("train", "val", "test"):
             raise ConfigError(f"evaluation[].real_split is train, val or test, got {self.real_split!r}")
+        if self.control in ("none", ""):
+            self.control = None
+        if self.control not in (None, "shuffled", "blank", "both"):
+            raise ConfigError(f"evaluation[].control is shuffled, blank, both or none, got {self.control!r}")
 
 
 @dataclass
@@ -328,15 +334,37 @@ def _evaluate(config: PipelineConfig, resolve: _Resolver, final: Path, summary: 
         if not records:
             logger.warning("evaluation %s: no %s records in %s, skipped", name, step.real_split, folder)
             continue
-        report = evaluate(step.task, records, assistant, root, out=Path(config.workdir) / "eval" / name.replace(":", "_"), limit=step.limit)
-        scores[name] = {
-            "n": report.get("n"),
-            "metrics": report.get("metrics"),
-            "by_type": {k: {m: v for m, v in d.items() if m in ("accuracy", "n", "lenient")} for k, d in (report.get("by_type") or {}).items()},
-        }
+        report = evaluate(
+            step.task, records, assistant, root, out=Path(config.workdir) / "eval" / name.replace(":", "_"),
+            limit=step.limit, control=step.control,
+        )  # fmt: skip
+        scores[name] = _score_entry(report)
         summary["scores"] = scores
         _write_json(Path(config.workdir) / "summary.json", summary)
     return scores
+
+
+def _score_entry(report: dict[str, Any]) -> dict[str, Any]:
+    """What the summary and the card keep of a report: metrics, per-type accuracies with their
+    95 % intervals and visual gains, and each blind control's metrics and gains."""
+
+    def kept(field_name: str) -> bool:
+        base = field_name.removesuffix("_ci95")
+        return base in ("accuracy", "lenient", "score") or base.startswith("visual_gain_") or field_name == "n"
+
+    entry = {
+        "n": report.get("n"),
+        "metrics": report.get("metrics"),
+        "by_type": {k: {m: v for m, v in d.items() if kept(m)} for k, d in (report.get("by_type") or {}).items()},
+    }
+    controls = {
+        name: {"n": report[f"control_{name}"]["n"], "metrics": report[f"control_{name}"]["metrics"],
+               "visual_gain": report[f"control_{name}"]["visual_gain"]}
+        for name in ("shuffled", "blank") if f"control_{name}" in report
+    }  # fmt: skip
+    if controls:
+        entry["controls"] = controls
+    return entry
 
 
 def _evaluation_records(records: list[dict[str, Any]], step: EvalStep) -> list[dict[str, Any]]:
@@ -365,10 +393,9 @@ def _ship(config: PipelineConfig, final: Path, summary: dict) -> None:
             f"seen per task ({sum(counts.values())} in all): "
             + ", ".join(f"{task} {n}" for task, n in counts.items()) + "."
         )
-    card["scores"] = {
-        name: {k: v for k, v in (s.get("metrics") or {}).items() if isinstance(v, (int, float))}
-        for name, s in (summary.get("scores") or {}).items()
-    }
+    from geoassist.train.card import card_scores
+
+    card["scores"] = {name: card_scores(s) for name, s in (summary.get("scores") or {}).items()}
     target = Path(config.ship_to)
     save_checkpoint(model, target, card=card, half=config.ship_half)
     logger.info("shipped %s to %s", config.pipeline, target)
