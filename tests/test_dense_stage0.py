@@ -172,3 +172,30 @@ def test_a_corrupt_heads_file_is_reported(tmp_path):
     (tmp_path / DENSE_HEADS_FILE).write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="cannot read"):
         load_dense_heads(tmp_path)
+
+
+def test_real_samples_make_their_share_of_the_epoch(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from geoassist.config import load_preset
+    from geoassist.train.dense_data import RealItem, Stage0Dataset
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(path)
+
+    class FakeCache:
+        class config:
+            size = 96
+
+    real = [RealItem("scenes", path, {"x": 0}, {}, {}) for _ in range(50)]
+    preset = load_preset("tiny")
+    many = Stage0Dataset([(FakeCache(), list(range(80)))], real, model_config=preset, grid=4, real_weight=0.2)
+    assert len(many) == 100 and sum(c < 0 for c, _ in many.entries) == 20  # a subset of the 50
+    few = Stage0Dataset([(FakeCache(), list(range(400)))], real, model_config=preset, grid=4, real_weight=0.2)
+    assert sum(c < 0 for c, _ in few.entries) == 100  # every item twice
+    assert len({i for c, i in few.entries if c < 0}) == 50
+    none = Stage0Dataset([(FakeCache(), list(range(80)))], real, model_config=preset, grid=4, real_weight=0.0)
+    assert len(none) == 80
+    with pytest.raises(ConfigError, match="no samples"):
+        Stage0Dataset([], [], model_config=preset, grid=4)

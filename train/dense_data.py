@@ -177,8 +177,8 @@ class Stage0Dataset(torch.utils.data.Dataset):
     """Views of cached GeoSynth samples and real samples, each with the dense heads' targets.
 
     ``synth`` holds ``(cache, sample numbers)``; every sample is seen ``views`` times per epoch
-    under different augmentations. Real items are repeated so that they make about
-    ``real_weight`` of the samples (0 leaves them out).
+    under different augmentations. Real items make about ``real_weight`` of the samples (0
+    leaves them out): repeated when there are fewer, a seeded subset when there are more.
     """
 
     def __init__(self, synth: list[tuple[Any, list[int]]], real: list[RealItem], *, model_config, grid: int,
@@ -197,10 +197,11 @@ class Stage0Dataset(torch.utils.data.Dataset):
                 self.entries.extend((c, s) for s in samples)
         n_synth = len(self.entries)
         if real and real_weight > 0:
-            want = int(round(real_weight / max(1e-9, 1 - real_weight) * n_synth)) if n_synth else len(real)
-            reps = max(1, round(want / len(real)))
-            for _ in range(reps):
-                self.entries.extend((-1, i) for i in range(len(real)))
+            # real entries: a seeded sequence over the items, as many as make `real_weight` of all
+            want = max(1, int(round(real_weight / (1 - real_weight) * n_synth))) if n_synth else len(real)
+            order = np.random.default_rng([seed, 17]).permutation(len(real))
+            self.entries.extend((-1, int(order[k % len(real)])) for k in range(want))
+        log.info("stage 0 samples: %d GeoSynth views, %d real", n_synth, len(self.entries) - n_synth)
         if not self.entries:
             raise ConfigError("stage 0 has no samples: fill stage0.synth (scenes or pairs) or give stage0.real")
         self.size = self.config.preprocess.image_size
