@@ -199,3 +199,15 @@ def test_real_samples_make_their_share_of_the_epoch(tmp_path):
     assert len(none) == 80
     with pytest.raises(ConfigError, match="no samples"):
         Stage0Dataset([], [], model_config=preset, grid=4)
+
+
+def test_one_pass_gives_the_lm_tokens_and_the_clip_embedding():
+    from geoassist.checkpoint import create_model
+
+    vision = create_model("tiny").vision.eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tokens, pooled, grid = vision.forward_features(pixels)
+        assert grid == (4, 4)
+        assert torch.allclose(tokens, vision(pixels), atol=1e-5)
+        assert torch.allclose(pooled, vision.encode_image(pixels), atol=1e-5)
