@@ -236,12 +236,24 @@ class Assistant:
             return None
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def _finish(self, tokens: list[int], prepared: _Prepared, stopped: bool = False) -> Answer:
+    def _finish(
+        self, tokens: list[int], prepared: _Prepared, stopped: bool = False, seg_states=None
+    ) -> Answer:
+        from geoassist.model.region_answer import apply_regions, region_answer
+
         model = self.model
         raw = model.tokenizer.decode(
             [t for t in tokens if t != model.end_token_id], skip_special_tokens=True
         )
+        size = prepared.loaded[-1].size if prepared.loaded else None
+        # <seg> tokens: the region decoder's geometry written in at each token's place.
+        regions = region_answer(
+            model, tokens, seg_states or [], prepared.pixel_values, size, prepared.task
+        )
+        raw = regions.text if regions is not None else raw
         answer = self._answer(raw.strip(), prepared.task, prepared.loaded, prepared.messages)
+        if regions is not None:
+            apply_regions(answer, regions)
         answer.stopped = stopped
         answer.notes = list(prepared.notes or [])
         if prepared.label:
@@ -325,6 +337,7 @@ class Assistant:
         prepared = self._prepare(request)
         model = self.model
         batch = collate([prepared.rendered], model.pad_token_id)
+        seg_states: list[list[torch.Tensor]] = [[]]
         steps = model.generate_steps(
             batch["input_ids"].to(self.device),
             batch["attention_mask"].to(self.device),
@@ -333,9 +346,10 @@ class Assistant:
             sampling=request.sampling,
             generator=self._generator(request.seed),
             prefix_cache=self._prefix_cache(),
+            seg_states=seg_states,
         )
         if request.stream:
-            return self._stream(steps, prepared, request)
+            return self._stream(steps, prepared, request, seg_states[0])
         tokens: list[int] = []
         stopped = False
         try:
@@ -346,9 +360,11 @@ class Assistant:
                     break
         finally:
             steps.close()
-        return self._finish(tokens, prepared, stopped)
+        return self._finish(tokens, prepared, stopped, seg_states[0])
 
-    def _stream(self, steps, prepared: _Prepared, request: AskRequest) -> AnswerStream:
+    def _stream(
+        self, steps, prepared: _Prepared, request: AskRequest, seg_states=None
+    ) -> AnswerStream:
         model = self.model
         result = AnswerStream(iter(()))
 
@@ -372,7 +388,7 @@ class Assistant:
                         break
             finally:
                 steps.close()
-            result.answer = self._finish(tokens, prepared, stopped)
+            result.answer = self._finish(tokens, prepared, stopped, seg_states)
 
         result._chunks = chunks()
         return result
@@ -403,6 +419,29 @@ class Assistant:
                     answers[i] = answer
         return answers  # type: ignore[return-value]
 
+    @torch.no_grad()
+    def sequence_logprobs(
+        self, requests: Sequence[AskRequest], answers: Sequence[Answer]
+    ) -> list[float]:
+        """The log-probability of each answer's text (and its end) given its request, as generated.
+
+        The large-scene planner picks the one best match of a task that expects one thing by it
+        when the model gives no instance score.
+        """
+        model = self.model
+        out = []
+        for request, answer in zip(requests, answers, strict=True):
+            prepared = self._prepare(request)
+            prompt = list(prepared.rendered.input_ids)
+            tokens = model.tokenizer(answer.raw, add_special_tokens=False).input_ids
+            tokens = [*tokens, model.end_token_id]
+            ids = torch.tensor([prompt + tokens], device=self.device)
+            logits = model(ids, pixel_values=prepared.pixel_values).logits[0, len(prompt) - 1 : -1]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            picked = logp.gather(1, torch.tensor(tokens, device=self.device).unsqueeze(1))
+            out.append(float(picked.sum()))
+        return out
+
     def _generate_batch(self, requests: Sequence[AskRequest], generator) -> list[Answer]:
         model = self.model
         first = requests[0]
@@ -412,6 +451,7 @@ class Assistant:
         rows: list[list[int]] = [[] for _ in requests]
         done = [False] * len(requests)
         stopped = [False] * len(requests)
+        seg_states: list[list[torch.Tensor]] = [[] for _ in requests]
         steps = model.generate_steps(
             batch["input_ids"].to(self.device),
             batch["attention_mask"].to(self.device),
@@ -419,6 +459,7 @@ class Assistant:
             max_new_tokens=first.max_new_tokens,
             sampling=first.sampling,
             generator=generator,
+            seg_states=seg_states,
         )
         try:
             for tokens in steps:
@@ -433,7 +474,10 @@ class Assistant:
                     break
         finally:
             steps.close()
-        return [self._finish(row, p, s) for row, p, s in zip(rows, prepared, stopped, strict=True)]
+        return [
+            self._finish(row, p, s, states)
+            for row, p, s, states in zip(rows, prepared, stopped, seg_states, strict=True)
+        ]
 
     def _answer(
         self, raw: str, task: str | None, loaded: Sequence, messages: list[Message]

@@ -10,6 +10,7 @@ from shapely.geometry import box
 
 from geoassist.large.merge import _Piece, merge_geometries, merge_text, mosaic_masks
 from geoassist.large.plan import plan_tiles, score_tiles, select_tiles
+from geoassist.request import AskRequest
 
 
 @settings(max_examples=40, deadline=None)
@@ -204,3 +205,142 @@ def test_count_questions_are_recognised(prompt, target):
     from geoassist.large.merge import _count_target
 
     assert _count_target(prompt) == target
+
+
+# ------------------------------------------------------- repeats and one best match
+
+
+def test_a_piece_at_the_same_place_of_every_tile_is_kept_once():
+    from geoassist.large.merge import drop_repeats
+
+    grid = plan_tiles(256, 256, 64, 0)  # 4 × 4 tiles
+    same = [
+        _piece(t.window[0] + 8, t.window[1] + 8, t.window[0] + 20, t.window[1] + 20, t.index)
+        for t in grid.tiles
+    ]
+    real = [_piece(3, 40, 9, 50, 0), _piece(70, 5, 80, 12, 1), _piece(150, 150, 160, 170, 10)]
+    kept, dropped = drop_repeats(same + real, grid, len(grid.tiles), rank={5: 0})
+    assert dropped == 15 and len(kept) == 1 + len(real)
+    assert [p.tile for p in kept if p in same] == [5]  # the best-ranked tile's copy
+    # Real objects at different places of their tiles, and one repeat in 2 of 16 tiles, stay.
+    two = [_piece(8, 8, 20, 20, 0), _piece(72, 8, 84, 20, 1)]
+    kept, dropped = drop_repeats(two + real, grid, len(grid.tiles))
+    assert dropped == 0 and len(kept) == 5
+    # With two tiles answered, the same answer in both is a repeat too; the overview is not.
+    overview = _Piece("box", box(8, 8, 20, 20), "car", None, None, False)
+    kept, dropped = drop_repeats([*two, overview], grid, 2)
+    assert dropped == 1 and overview in kept
+
+
+def test_one_best_match_by_score_then_by_log_probability():
+    from geoassist.large.merge import best_single
+
+    a, b, c = _piece(0, 0, 10, 10, 0), _piece(50, 50, 90, 90, 1), _piece(20, 20, 30, 30, None)
+    assert best_single([a, b, c], {0: -3.0, 1: -9.0, None: -5.0}) == [a]
+    assert best_single([a, b, c], {0: -3.0, 1: -1.0, None: -5.0}) == [b]
+    b.score = 0.2
+    assert best_single([a, b, c], {0: -1.0}) == [b]  # an instance score wins over log-probs
+    assert best_single([a]) == [a] and best_single([]) == []
+
+
+@pytest.fixture
+def constant_model(make_tiny, monkeypatch):
+    """A tiny model whose answer never depends on the image: one unlabelled box, always at the
+    same place of its input; with an earlier answer in the prompt it repeats that instead."""
+    import torch
+
+    from geoassist import formats
+
+    model = make_tiny(seed=0)
+    prompts: list[str] = []
+
+    def steps(input_ids, attention_mask=None, pixel_values=None, **kwargs):
+        rows = []
+        for i in range(input_ids.shape[0]):
+            prompt = model.tokenizer.decode(input_ids[i][attention_mask[i].bool()].tolist())
+            prompts.append(prompt)
+            if "EARLIER-BOX" in prompt:
+                text = formats.format_box((0, 0, 4, 4), (32, 32))
+            else:
+                text = formats.format_box(model.box, (32, 32))
+            rows.append(model.tokenizer(text, add_special_tokens=False).input_ids)
+            rows[-1].append(model.end_token_id)
+        for step in range(max(len(r) for r in rows)):
+            yield torch.tensor([r[step] if step < len(r) else model.pad_token_id for r in rows])
+
+    monkeypatch.setattr(model, "generate_steps", steps)
+    model.prompts, model.box = prompts, (8, 8, 20, 20)
+    return model
+
+
+TILED = {"tile_px": 64, "overlap": 0.25, "min_side_px": 128}
+
+
+def _noise(tmp_path, side=320):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "scene.png"
+    Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_an_answer_the_same_in_every_tile_gives_one_box_named_as_asked(constant_model, tmp_path):
+    from geoassist.assistant import Assistant
+
+    assistant = Assistant(constant_model)
+    seen = []
+    answer = assistant.ask(
+        _noise(tmp_path), "buildings", task="detect", tiling=TILED, max_tiles=500,
+        progress=lambda done, total: seen.append((done, total)),
+    )  # fmt: skip
+    tiles = answer.coverage["tiles_read"]
+    assert tiles >= 16 and answer.coverage["mode"] == "tiled"
+    assert len(answer.boxes) == 1, [b["box"] for b in answer.boxes]
+    assert answer.boxes[0]["label"] == "buildings" and answer.text == "buildings: 1"
+    assert any("same answer" in note for note in answer.notes)
+    assert seen[0][0] > 0 and seen[-1] == (tiles, tiles)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_one_thing_asked_gives_at_most_one_match_by_log_probability(
+    constant_model, tmp_path, monkeypatch
+):
+    from geoassist.assistant import Assistant
+
+    assistant = Assistant(constant_model)
+    scored = []
+
+    def logprobs(requests, answers):
+        scored.append(len(requests))
+        return [float(i) for i in range(len(requests))]  # the last candidate is the likeliest
+
+    monkeypatch.setattr(assistant, "sequence_logprobs", logprobs)
+    # Two tiles read: their (repeated) match and the overview's elsewhere are the candidates.
+    constant_model.box = (1, 1, 5, 5)
+    answer = assistant.ask(
+        _noise(tmp_path), "the river mouth", task="refer", tiling=TILED, max_tiles=2
+    )
+    assert len(answer.boxes) == 1 and answer.boxes[0]["label"] == "the river mouth"
+    assert scored and scored[0] >= 2  # the overview's match against the tile's
+    # The real log-probabilities are finite and one per answer.
+    real = Assistant(constant_model)
+    request = AskRequest.build(_noise(tmp_path, 32), "x", task="refer", tiling=False)
+    first = real.answer(request)
+    values = real.sequence_logprobs([request, request], [first, first])
+    assert len(values) == 2 and values[0] == values[1] and np.isfinite(values[0]) and values[0] < 0
+
+
+def test_a_follow_up_does_not_repeat_the_earlier_turns_box(constant_model, tmp_path):
+    from geoassist.assistant import Assistant
+
+    assistant = Assistant(constant_model)
+    history = [
+        {"role": "user", "content": "<image>\n[detect] cars"},
+        {"role": "assistant", "content": "EARLIER-BOX"},
+    ]
+    answer = assistant.ask(
+        _noise(tmp_path), "cars", task="detect", tiling=TILED, max_tiles=500, history=history
+    )
+    assert len(answer.boxes) == 1 and answer.boxes[0]["box"][0] > 4  # not the copied (0, 0, 4, 4)
+    assert answer.history[:2] == history and answer.history[-1]["content"] == "cars: 1"

@@ -10,7 +10,12 @@ the public ``ask``), merges their answers (:mod:`geoassist.large.merge`) and say
 ``Answer.coverage`` how much of the scene it read, with a note when it did not read
 all of it. How tile answers become one follows the task's merge rule in the task
 registry (:func:`geoassist.tasks.merge_rule`: text, count, detections, single, mask,
-whole). The request's cancel token is checked between batches of tiles (a
+whole). A task that expects one thing (``single``) gets the one best match across the
+tiles: by the instance score where the model gives one, otherwise by the sequence
+log-probability of the answer it came from (``core.sequence_logprobs``). A piece
+that many tiles answered at the same place of their window does not depend on what
+they show and is kept once. Geometry is asked of the overview without the earlier
+turns, so a follow-up never repeats the previous turn's boxes. The request's cancel token is checked between batches of tiles (a
 cancelled scene is merged from the tiles answered so far, with ``Answer.stopped``),
 and its progress callback is called with tiles done / total after each batch.
 """
@@ -34,6 +39,8 @@ from geoassist.large.merge import (
     _Piece,
     _pieces_to_items,
     _tile_geometry,
+    best_single,
+    drop_repeats,
     merge_geometries,
     merge_text,
     mosaic_masks,
@@ -136,10 +143,13 @@ def answer_large(core: Core, source: RasterSource, request: AskRequest) -> Answe
         count_target = _count_target(request.prompt)
     if count_target:
         base = base.replace(task="detect", prompt=count_target)
-    overview_answer = core.answer_inputs(
-        [base.replace(images=[overview_in], history=request.history)], batch_size=1
-    )[0]
-    tile_answers, tile_sizes = _answer_tiles(
+    # Geometry is found afresh in every turn: the earlier turns are context for text only.
+    geometry_rule = rule in ("detections", "single", "mask") or bool(count_target)
+    overview_request = base.replace(
+        images=[overview_in], history=None if geometry_rule else request.history
+    )
+    overview_answer = core.answer_inputs([overview_request], batch_size=1)[0]
+    tile_answers, tile_sizes, tile_requests = _answer_tiles(
         core, source, grid, chosen, base, options, encoder_input, size, request.progress
     )
     stopped = len(tile_answers) < len(chosen) or overview_answer.stopped
@@ -153,6 +163,8 @@ def answer_large(core: Core, source: RasterSource, request: AskRequest) -> Answe
     pieces: list[_Piece] = []
     for index, answer in tile_answers.items():
         pieces += _tile_geometry(answer, grid.tiles[index], grid, tile_sizes[index])
+    rank = {i: r for r, i in enumerate(sorted(tile_answers, key=lambda i: (-scores[i], i)))}
+    pieces, repeated = drop_repeats(pieces, grid, len(tile_answers), rank)
     whole = (0, 0, source.width, source.height)
     overview_tile = Tile(-1, 0, 0, whole, whole)
     for piece in _tile_geometry(overview_answer, overview_tile, grid, overview_in.size):
@@ -160,8 +172,13 @@ def answer_large(core: Core, source: RasterSource, request: AskRequest) -> Answe
             piece.tile, piece.cut = None, False
             pieces.append(piece)
     merged = merge_geometries(pieces)
-    if rule == "single" and merged:
-        merged = [max(merged, key=lambda p: (p.score or 0.0, len(p.tiles), p.shape.area))]
+    if rule == "single" and len(merged) > 1:
+        logprob = None
+        if all(p.score is None for p in merged):
+            requests = {None: overview_request, **tile_requests}
+            answers = {None: overview_answer, **tile_answers}
+            logprob = _logprobs(core, {p.tile for p in merged}, requests, answers)
+        merged = best_single(merged, logprob)
     boxes, oboxes, polygons = _pieces_to_items(merged)
     masks = _mosaic(source, grid, tile_answers, overview_answer)
 
@@ -189,6 +206,12 @@ def answer_large(core: Core, source: RasterSource, request: AskRequest) -> Answe
         overview, ov_scale, size, how, text, counts, counted_from, stopped,
     )  # fmt: skip
     answers = (overview_answer, *tile_answers.values())
+    notes = list(overview_answer.notes)
+    if repeated:
+        notes.append(
+            f"{repeated + 1} tiles gave the same answer at the same place of each tile, which "
+            "does not depend on what they show; it is kept once"
+        )
     return Answer(
         text=text,
         boxes=boxes,
@@ -203,7 +226,20 @@ def answer_large(core: Core, source: RasterSource, request: AskRequest) -> Answe
         history=_history(request.history, request.task, request.prompt, text),
         coverage=coverage,
         stopped=stopped,
+        notes=notes,
     )
+
+
+def _logprobs(
+    core: Core, keys: set, requests: dict[Any, AskRequest], answers: dict[Any, Answer]
+) -> dict[Any, float] | None:
+    """The sequence log-probability of the answers of ``keys`` (tile indices, None: the overview)."""
+    score = getattr(core, "sequence_logprobs", None)
+    if score is None:
+        return None
+    keys = [k for k in keys if k in requests]
+    values = score([requests[k] for k in keys], [answers[k] for k in keys])
+    return dict(zip(keys, values, strict=True))
 
 
 def _answer_tiles(
@@ -216,11 +252,12 @@ def _answer_tiles(
     encoder_input: _EncoderInput,
     size: int,
     progress: Callable[[int, int], None] | None,
-) -> tuple[dict[int, Answer], dict[int, tuple[int, int]]]:
+) -> tuple[dict[int, Answer], dict[int, tuple[int, int]], dict[int, AskRequest]]:
     """The chosen tiles read at the encoder's input size and answered in batches, until cancelled."""
     tile_px = grid.tile_px
     answers: dict[int, Answer] = {}
     sizes: dict[int, tuple[int, int]] = {}
+    asked: dict[int, AskRequest] = {}
     for start in range(0, len(chosen), options.batch_size):
         if base.cancelled:
             logger.info("tiles: cancelled after %d/%d", len(answers), len(chosen))
@@ -237,13 +274,14 @@ def _answer_tiles(
             tile_image = encoder_input(source.read((col, row, w, h), out))
             sizes[index] = tile_image.size
             requests.append(base.replace(images=[tile_image]))
+            asked[index] = requests[-1]
         got = core.answer_inputs(requests, batch_size=options.batch_size)
         answers.update(zip(batch, got, strict=True))
         done = min(start + options.batch_size, len(chosen))
         if progress is not None:
             progress(done, len(chosen))
         logger.info("tiles: %d/%d answered", done, len(chosen))
-    return answers, sizes
+    return answers, sizes, asked
 
 
 def _mosaic(

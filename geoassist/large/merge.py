@@ -4,8 +4,12 @@ Boxes, oriented boxes and polygons seen by several tiles become one
 (:func:`merge_geometries`), masks are mosaicked core by core
 (:func:`mosaic_masks`), and text answers are merged by what the question asks
 (:func:`merge_text`: sums for additive questions, "any tile" for existential
-ones). :func:`count_target` recognises "how many X" questions, which the planner
-answers by counting merged detections.
+ones). :func:`drop_repeats` keeps one of the pieces that many tiles answered at
+the same place of their window (an answer that does not depend on what the tile
+shows, which would otherwise become a grid of copies), and :func:`best_single`
+picks the one answer of a task that expects one thing. :func:`count_target`
+recognises "how many X" questions, which the planner answers by counting merged
+detections.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from shapely.geometry import Polygon, box
 from geoassist.answer import AnswerBox, AnswerOBox, AnswerPolygon
 from geoassist.large.plan import Tile, TileGrid
 
-__all__ = ["merge_geometries", "mosaic_masks", "merge_text"]
+__all__ = ["best_single", "drop_repeats", "merge_geometries", "mosaic_masks", "merge_text"]
+
+# Where in its tile's window a piece lies, in steps of 1/REPEAT_GRID of the window.
+REPEAT_GRID = 64
 
 
 # ------------------------------------------------------------------------ merging
@@ -118,6 +125,59 @@ def merge_geometries(pieces: list[_Piece], iou: float = 0.5, ios: float = 0.3) -
             bounds[len(kept)] = b
             kept.append(piece)
     return kept
+
+
+def drop_repeats(
+    pieces: list[_Piece], grid: TileGrid, tiles_answered: int, rank: dict[int, int] | None = None
+) -> tuple[list[_Piece], int]:
+    """One piece for each answer repeated at one place of the window by many tiles; how many went.
+
+    Pieces of different tiles with the same kind and label whose bounds, relative to their
+    tile's window, agree to 1/:data:`REPEAT_GRID` of the window are the same per-tile answer.
+    When at least two tiles, and at least half of the ``tiles_answered``, gave it, it says
+    nothing about what each tile shows (real objects do not sit at the same place of every
+    tile); only the copy from the best-ranked tile (``rank``: lower is better; default the
+    tile index) is kept. Pieces from the overview (``tile`` None) are left alone.
+    """
+    rank = rank or {}
+    groups: dict[tuple, list[_Piece]] = {}
+    for piece in pieces:
+        if piece.tile is None:
+            continue
+        col, row, w, h = grid.tiles[piece.tile].window
+        x0, y0, x1, y1 = piece.shape.bounds
+        where = tuple(
+            round(v * REPEAT_GRID)
+            for v in ((x0 - col) / w, (y0 - row) / h, (x1 - col) / w, (y1 - row) / h)
+        )
+        groups.setdefault((piece.kind, piece.key(), where), []).append(piece)
+    dropped: set[int] = set()
+    for group in groups.values():
+        tiles = {p.tile for p in group}
+        if len(tiles) >= 2 and 2 * len(tiles) >= tiles_answered:
+            keep = min(group, key=lambda p: (rank.get(p.tile, len(rank) + p.tile), p.tile))
+            dropped.update(id(p) for p in group if p is not keep)
+    return [p for p in pieces if id(p) not in dropped], len(dropped)
+
+
+def best_single(pieces: list[_Piece], logprob: dict[int | None, float] | None = None) -> list[_Piece]:
+    """The one best match of a task that expects one thing (merge rule ``single``).
+
+    By the instance score where the model gave one; otherwise by the sequence
+    log-probability of the answer each piece came from (``logprob``: tile index, None
+    for the overview), then by how many tiles saw it and its area.
+    """
+    if len(pieces) <= 1:
+        return list(pieces)
+    if any(p.score is not None for p in pieces):
+        return [max(pieces, key=lambda p: (p.score if p.score is not None else -1.0, len(p.tiles)))]
+    logprob = logprob or {}
+    return [
+        max(
+            pieces,
+            key=lambda p: (logprob.get(p.tile, float("-inf")), len(p.tiles), p.shape.area),
+        )
+    ]
 
 
 def mosaic_masks(
