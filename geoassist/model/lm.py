@@ -13,7 +13,6 @@ import importlib.util
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from geoassist.atomic import make_temp_dir, replace_folder
 from geoassist.config import LMConfig
 from geoassist.errors import CheckpointError, ModelNotFoundError, UnsafeCheckpointError
 from geoassist.model.tokenizer import build_byte_tokenizer, prepare_tokenizer
@@ -84,14 +84,11 @@ def smollm2_folder() -> Path:
     config.pop("_name_or_path", None)
     plain = LlamaForCausalLM(LlamaConfig.from_dict(config))
     plain.load_state_dict(quantized.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_CACHE_NAME}-", dir=target.parent))
+    tmp = make_temp_dir(target)  # also removes what a killed conversion left
     try:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)  # atomic: a crash leaves either no cache or a complete one
+        replace_folder(tmp, target)  # a crash leaves either the old cache or a complete one
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
