@@ -88,7 +88,6 @@ def _hash(key: str) -> str:
 
 def _mean_colours(paths: Sequence[str]) -> dict[tuple[int, str], np.ndarray]:
     """Per-band mean colour by (band count, dtype), over up to MEAN_COLOUR_IMAGES images."""
-    from geoassist.errors import GeoAssistError
     from geoassist.io import load_image
 
     chosen = sorted(set(paths), key=_hash)[:MEAN_COLOUR_IMAGES]
@@ -136,7 +135,6 @@ def blank_control(
     records: Sequence[dict[str, Any]], image_root: str | Path | None, folder: Path
 ) -> ControlSet:
     """Every image replaced by the dataset's mean colour (same size and bands), in ``folder``."""
-    from geoassist.errors import GeoAssistError
     from geoassist.io import load_image
 
     folder.mkdir(parents=True, exist_ok=True)

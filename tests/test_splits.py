@@ -153,3 +153,16 @@ def test_the_command_regenerates_the_same_file(tmp_path, capsys):
 @pytest.mark.realdata
 def test_the_committed_file_is_what_the_command_makes_from_rs_samples(rs_samples):
     assert generate(rs_samples) == _file()
+
+
+def test_the_split_file_is_package_data():
+    """An installed GeoAssist finds the file (a wheel built from the tree ships it: checked by
+    hand with `pip wheel`; here, that pyproject's package data names it)."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    data = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = data["tool"]["setuptools"]["package-data"]["geoassist"]
+    relative = SPLIT_FILE.relative_to(root / "geoassist").as_posix()
+    assert any(fnmatch.fnmatch(relative, p) for p in patterns), patterns
