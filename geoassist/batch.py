@@ -4,7 +4,10 @@ Requests are answered ``batch_size`` at a time through :meth:`Assistant.ask_batc
 <geoassist.assistant.Assistant.ask_batch>` (left-padded batched generation). Each answer
 is one JSON line, written as soon as its batch is done; a run that stops (crash, Ctrl-C,
 a full disk) is resumed by running it again: requests whose id is already in the output
-are skipped. ``geoassist batch`` is the command-line face of :func:`run_archive`.
+are skipped; a torn last line left by a killed run is dropped first. A file that cannot
+be read (corrupt, a decompression bomb, not an image) becomes an ``error`` line and the
+rest of its chunk is answered, so a resumed run always finishes. ``geoassist batch`` is
+the command-line face of :func:`run_archive`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,15 @@ from geoassist.errors import GeoAssistError
 from geoassist.request import AskRequest
 
 logger = logging.getLogger(__name__)
+
+
+def _read_failures() -> tuple[type[BaseException], ...]:
+    """What reading one bad file can raise: the project's errors and the readers' own."""
+    from PIL import Image as PILImage
+    from rasterio.errors import RasterioError
+
+    return (GeoAssistError, OSError, ValueError, MemoryError, RasterioError,
+            PILImage.DecompressionBombError)  # fmt: skip
 
 __all__ = [
     "FOLDER_SUFFIXES",
@@ -161,20 +173,24 @@ def answer_requests(
     bad request gets an ``error`` record.
     """
     template = template or AskRequest()
+    failures = _read_failures()
     for start in range(0, len(requests), batch_size):
         chunk = list(requests[start : start + batch_size])
         asks = [template.replace(images=[r.image], prompt=r.prompt) for r in chunk]
         try:
             answers = assistant.ask_batch(asks, batch_size=len(chunk))
             records = [_record(r, a, template) for r, a in zip(chunk, answers, strict=True)]
-        except GeoAssistError:
+        except failures:
             records = []
             for request, ask in zip(chunk, asks, strict=True):
                 try:
                     (answer,) = assistant.ask_batch([ask], batch_size=1)
                     records.append(_record(request, answer, template))
-                except GeoAssistError as exc:
-                    logger.warning("%s: %s", request.id, exc)
+                except failures as exc:
+                    if not isinstance(exc, GeoAssistError):
+                        logger.warning("%s could not be answered", request.id, exc_info=True)
+                    else:
+                        logger.warning("%s: %s", request.id, exc)
                     records.append(_error_record(request, exc, template))
         yield chunk, records
 
@@ -195,8 +211,11 @@ def _error_record(request: Request, exc: Exception, template: AskRequest) -> dic
         "image": request.image,
         "prompt": request.prompt,
         "task": template.task,
-        "error": str(exc),
-    }
+        "error": str(exc) if isinstance(exc, GeoAssistError) else (
+            f"{Path(request.image).name} could not be read ({type(exc).__name__}: {exc}); "
+            "check the file or leave it out"
+        ),
+    }  # fmt: skip
 
 
 def run_archive(
@@ -235,7 +254,7 @@ def run_archive(
         "answered": 0,
         "failed": 0,
     }
-    _end_with_newline(out)
+    _drop_torn_line(out)
     bar = tqdm(total=len(todo), unit="req", disable=not progress, dynamic_ncols=True, desc="batch")
     try:
         with out.open("a", encoding="utf-8") as f:
@@ -253,10 +272,29 @@ def run_archive(
     return counts
 
 
-def _end_with_newline(path: Path) -> None:
-    """A killed run may leave a torn last line; start the next line on a fresh one."""
-    if path.is_file() and path.stat().st_size:
-        with path.open("rb+") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
+def _drop_torn_line(path: Path) -> None:
+    """A killed run may leave a torn last line (no newline): cut it off, so every line is JSON.
+
+    Its request is not in :func:`done_ids` and is answered again.
+    """
+    if not path.is_file() or not path.stat().st_size:
+        return
+    with path.open("rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        # Back to the end of the last complete line, a block at a time.
+        end, block = size, 65536
+        while end > 0:
+            start = max(0, end - block)
+            f.seek(start)
+            at = f.read(end - start).rfind(b"\n")
+            if at >= 0:
+                end = start + at + 1
+                break
+            end = start
+        logger.warning("dropped a torn last line (%d bytes) from %s", size - end, path)
+        f.truncate(end)
+        f.flush()
+        os.fsync(f.fileno())

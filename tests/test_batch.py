@@ -145,3 +145,71 @@ def test_errors_users_can_cause(tmp_path):
     assert main(["batch", "a.png", "--prompts", str(tmp_path / "p.txt"), "--out", out]) == 1
     with pytest.raises(SystemExit):  # --prompt or --prompts is required
         main(["batch", "a.png", "--out", out])
+
+
+def _bomb_png(width=100_000, height=100_000) -> bytes:
+    """A 70-odd byte PNG whose header claims ``width``×``height`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_a_bomb_and_a_corrupt_file_are_error_lines_and_a_resumed_run_finishes(
+    archive, tmp_path, capsys
+):
+    import time
+
+    from geoassist.cli import main
+
+    _, paths = archive
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_bomb_png())
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00" + bytes(200))
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join([paths[0], str(bomb), paths[1], str(corrupt), paths[2]]))
+    out = tmp_path / "r.jsonl"
+    args = ["batch", str(listing), "--prompt", "Describe.", "--out", str(out), "--model", "tiny",
+            "--batch-size", "8", "--max-new-tokens", "3", "--no-progress"]  # fmt: skip
+    started = time.perf_counter()
+    assert main(args) == 0
+    assert time.perf_counter() - started < 60  # the bomb is refused from its header
+    lines = {line["id"]: line for line in _lines(out)}
+    assert set(lines) == {paths[0], str(bomb), paths[1], str(corrupt), paths[2]}
+    assert "100000×100000" in lines[str(bomb)]["error"]
+    assert "error" in lines[str(corrupt)] and "Traceback" not in lines[str(corrupt)]["error"]
+    assert all("text" in lines[p] and "error" not in lines[p] for p in paths[:3])
+    assert "3 answered, 2 failed" in capsys.readouterr().out
+    # Resumed, nothing is left to do: the run finishes.
+    assert main(args) == 0
+    assert "0 answered, 0 failed, 5 already" in capsys.readouterr().out
+    assert len(_lines(out)) == 5
+
+
+def test_a_torn_last_line_is_dropped_on_resume(archive, tmp_path, assistant):
+    from geoassist.batch import build_requests, run_archive
+
+    _, paths = archive
+    requests = build_requests(paths[:3], ["What is this?"])
+    out = tmp_path / "r.jsonl"
+    run_archive(assistant, requests[:2], out, progress=False, generate_options={"max_new_tokens": 3})
+    with out.open("a") as f:
+        f.write('{"id": "' + paths[2] + '", "te')  # killed mid-write
+    counts = run_archive(
+        assistant, requests, out, progress=False, generate_options={"max_new_tokens": 3}
+    )
+    assert counts == {"total": 3, "skipped": 2, "answered": 1, "failed": 0}
+    lines = out.read_text().splitlines()
+    assert [json.loads(x)["id"] for x in lines] == paths[:3]  # every line is JSON again
+    # A file that is one torn line and nothing else is emptied, then filled.
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text('{"id": "x", "te')
+    run_archive(assistant, requests[:1], torn, progress=False, generate_options={"max_new_tokens": 3})
+    assert [json.loads(x)["id"] for x in torn.read_text().splitlines()] == [paths[0]]
