@@ -21,12 +21,15 @@ none (they are not accuracies, and mAP and CIDEr are too slow to score a thousan
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 N_RESAMPLES = 1000
 RESCORED_DRAWS = 100  # draws scored again for values that are not plain means (see bootstrap)
@@ -123,7 +126,11 @@ def _contributions(
     Such values are redrawn exactly and fast as ratios of per-image sums; the others (an
     average over types, say) are redrawn by scoring resampled items again."""
     whole = summarize([dict(item) for item in items])  # copies: a scorer may write to items
-    singles = [summarize([dict(item)]) for item in items]
+    try:
+        singles = [summarize([dict(item)]) for item in items]
+    except Exception as exc:  # a scorer that cannot summarise one item: rescore draws instead
+        logger.debug("per-item summaries failed (%s); intervals by rescoring", exc)
+        return whole, {}
     linear: dict[tuple[str, ...], np.ndarray] = {}
     for key, value in whole.items():
         own = np.asarray([one.get(key, np.nan) for one in singles], dtype=float)
