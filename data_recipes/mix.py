@@ -30,11 +30,12 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from geoassist.atomic import make_temp_dir
 
 from .build import RecordWriter, _is_our_output, _publish
 from .core import RecipeError, Reject
@@ -198,7 +199,7 @@ def mix(config: str | os.PathLike | dict[str, Any], out: str | os.PathLike) -> d
             eval_images.update(hasher(root / p) for p in record["images"])
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent))
+    tmp = make_temp_dir(out_path)
     try:
         writer = RecordWriter(tmp)
         (tmp / "roots").mkdir()

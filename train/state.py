@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from geoassist.atomic import make_temp_dir, replace_folder
 from geoassist.errors import CheckpointError
 
 PREFIX = "step-"
@@ -110,7 +110,7 @@ def save_training_state(
 ) -> Path:
     target = step_folder(Path(out_dir), step)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = make_temp_dir(target)
     try:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in trainable.items()},
@@ -123,9 +123,7 @@ def save_training_state(
         save_file(rng_tensors, str(tmp / "rng.safetensors"))
         state = {"step": step, "scheduler": scheduler.state_dict(), "rng": rng_meta, **extra}
         (tmp / "state.json").write_text(json.dumps(state, default=_jsonable))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
+        replace_folder(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
