@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,12 +29,57 @@ class TaskChoice:
     hint: str  # what to type, shown as the prompt box's placeholder
 
 
+AUTO_TASK = "auto"  # the task follows the prompt and the inputs (see infer_task)
+AUTO_LABEL = "Auto"
+
+
 def all_task_choices() -> tuple[TaskChoice, ...]:
-    """The free chat, then every task of the registry (:mod:`geoassist.tasks`) with a menu label."""
+    """Auto, the free chat, then every task of the registry (:mod:`geoassist.tasks`) with a label."""
     from geoassist.tasks import TASKS
 
+    auto = TaskChoice(
+        AUTO_LABEL, AUTO_TASK, "Ask a question, name what to find, or press Send to describe…"
+    )
     chat = TaskChoice("Chat", None, "Ask anything about the image…")
-    return (chat, *(TaskChoice(t.label, t.name, t.hint) for t in TASKS.values() if t.label))
+    return (auto, chat, *(TaskChoice(t.label, t.name, t.hint) for t in TASKS.values() if t.label))
+
+
+_QUESTION = re.compile(
+    r"^\s*(?:how|what|which|where|when|who|why|is|are|was|were|does|do|did|can|could|has|have|"
+    r"should|will|would)\b|\?\s*$",
+    re.IGNORECASE,
+)
+_DESCRIBE = re.compile(r"^\s*(?:describe|caption|summari[sz]e)\b", re.IGNORECASE)
+_CHANGE = re.compile(r"\b(?:what|anything)\s+(?:has\s+)?changed\b|\bdifferences?\b", re.IGNORECASE)
+_FIND = re.compile(
+    r"^\s*(?:find|detect|locate|show(?:\s+me)?|mark|where\s+are)\s+(?:all\s+)?(?:the\s+)?(.+?)"
+    r"[?.!]?\s*$",
+    re.IGNORECASE,
+)
+
+
+def infer_task(prompt: str, n_images: int, *, has_kb: bool = False) -> tuple[str | None, str]:
+    """The task an Auto request means, from its prompt and how many images it has; and the prompt.
+
+    Two images: "what changed" (or nothing typed) compares them, any other text is a
+    question about the change. One image: nothing typed or "describe…" captions it, a
+    question is answered (vqa), "find X" / "show me X" detects X. Anything else, and any
+    request without images, is sent as written (with a knowledge store, questions go to it).
+    """
+    text = (prompt or "").strip()
+    if n_images >= 2:
+        if not text or _CHANGE.search(text):
+            return "change", ""
+        return "change_qa", text
+    if n_images == 1:
+        if not text or (_DESCRIBE.match(text) and not _QUESTION.search(text)):
+            return "caption", ""
+        find = _FIND.match(text)
+        if find and not text.endswith("?"):
+            return "detect", find.group(1)
+        if _QUESTION.search(text) and not has_kb:
+            return "vqa", text
+    return None, text
 
 
 @dataclass
@@ -120,6 +166,12 @@ class Engine:
         """The tasks this model and installation offer (the knowledge task only with a store)."""
         return [c for c in all_task_choices() if c.task != "knowledge" or self.has_kb]
 
+    def resolve(self, task: str | None, prompt: str, n_images: int) -> tuple[str | None, str]:
+        """The task and prompt to ask with: Auto becomes :func:`infer_task`'s choice."""
+        if task != AUTO_TASK:
+            return task, prompt
+        return infer_task(prompt, n_images, has_kb=self.has_kb)
+
     def task_for(self, label: str | None) -> str | None:
         for choice in all_task_choices():
             if label in (choice.label, choice.task):
@@ -189,10 +241,16 @@ class Engine:
         region: Sequence[float] | None = None,
         choice: BandChoice | None = None,
         cancel: Any = None,
+        progress: Any = None,
     ):
-        """Check what the user sent and build the :class:`~geoassist.request.AskRequest` for it."""
+        """Check what the user sent and build the :class:`~geoassist.request.AskRequest` for it.
+
+        ``task`` may be :data:`AUTO_TASK`; ``cancel`` (a :class:`~geoassist.request.CancelToken`)
+        stops generation between tokens and tiles; ``progress(done, total)`` hears of tiles.
+        """
         from geoassist.request import AskRequest
 
+        task, prompt = self.resolve(task, prompt, len(images))
         prompt = self.check(prompt, task, len(images), region)
         choice = choice or BandChoice()
         return AskRequest.build(
@@ -207,6 +265,7 @@ class Engine:
             max_new_tokens=self.limits.max_new_tokens,
             stream=True,
             cancel=cancel,
+            progress=progress,
         )
 
     def stream(
@@ -218,11 +277,14 @@ class Engine:
         history: list[dict[str, str]] | None = None,
         region: Sequence[float] | None = None,
         choice: BandChoice | None = None,
+        cancel: Any = None,
+        progress: Any = None,
     ):
         """Check the request, then start answering: an ``AnswerStream`` of text pieces."""
         request = self.request(
-            images, prompt, task=task, history=history, region=region, choice=choice
-        )
+            images, prompt, task=task, history=history, region=region, choice=choice,
+            cancel=cancel, progress=progress,
+        )  # fmt: skip
         return self.assistant.answer(request)
 
     def answer_text(
@@ -234,9 +296,12 @@ class Engine:
         choice: BandChoice | None = None,
     ) -> Iterator[str]:
         """The answer's text so far, growing piece by piece, within the time limit."""
-        stream = self.stream(images, prompt, task=task, choice=choice)
+        from geoassist.request import CancelToken
+
+        cancel = CancelToken()
+        stream = self.stream(images, prompt, task=task, choice=choice, cancel=cancel)
         text = ""
-        for piece, timed_out in timed(stream, self.limits.timeout_s):
+        for piece, timed_out in timed(stream, self.limits.timeout_s, cancel):
             if timed_out:
                 yield text + timeout_note(self.limits.timeout_s)
                 return
@@ -245,10 +310,11 @@ class Engine:
         yield text
 
 
-def timed(stream, timeout_s: float) -> Iterator[tuple[str, bool]]:
+def timed(stream, timeout_s: float, cancel: Any = None) -> Iterator[tuple[str, bool]]:
     """``(piece, False)`` for each piece of ``stream``; ``("", True)`` once, if time runs out.
 
-    Stopping closes the stream, which stops generation.
+    Running out of time cancels the request's ``cancel`` token (generation ends at the next
+    token or tile) and closes the stream.
     """
     start = time.monotonic()
     iterator = iter(stream)
@@ -256,9 +322,13 @@ def timed(stream, timeout_s: float) -> Iterator[tuple[str, bool]]:
         for piece in iterator:
             yield piece, False
             if time.monotonic() - start > timeout_s:
+                if cancel is not None:
+                    cancel.cancel()
                 yield "", True
                 return
     finally:
+        if cancel is not None and time.monotonic() - start > timeout_s:
+            cancel.cancel()
         close = getattr(iterator, "close", None)
         if close is not None:
             close()

@@ -40,6 +40,22 @@ class InputError(GeoAssistError, ValueError):
     """An upload or a request the app cannot use; the message says what to do instead."""
 
 
+def user_facing(message: str, names: dict[str, str] | None = None, roots: Sequence = ()) -> str:
+    """``message`` with server paths replaced by what the user knows: their file's name.
+
+    ``names`` maps staged paths to the names the user uploaded; any other absolute path
+    under one of ``roots`` (the staging and upload folders, the temporary folder) becomes
+    its file name.
+    """
+    for path, name in (names or {}).items():
+        message = message.replace(str(path), name)
+    for root in [*roots, tempfile.gettempdir()]:
+        root = str(root).rstrip("/")
+        if root:
+            message = re.sub(re.escape(root) + r"/[^\s'\"]*", lambda m: Path(m[0]).name, message)
+    return message
+
+
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(".aux.xml"):
@@ -64,6 +80,11 @@ class Staged:
     images: list[Path]
     folder: Path
     names: list[str]
+
+    @property
+    def user_names(self) -> dict[str, str]:
+        """Each staged image's path and the name the user gave the file."""
+        return {str(p): n for p, n in zip(self.images, self.names, strict=False)}
 
     def cleanup(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -176,11 +197,66 @@ class BandChoice:
         return self.sensor is not None or self.composite is not None
 
 
+# Diverging ramps for index composites: the colours at -1, 0 and +1.
+INDEX_RAMPS: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "ndvi": ((140, 81, 10), (245, 245, 245), (1, 102, 94)),  # bare / – / vegetation
+    "ndwi": ((140, 81, 10), (245, 245, 245), (33, 102, 172)),  # dry / – / water
+    "nbr": ((178, 24, 43), (245, 245, 245), (27, 120, 55)),  # burnt / – / healthy
+    "ndbi": ((27, 120, 55), (245, 245, 245), (118, 42, 131)),  # vegetation / – / built-up
+}
+INDEX_ENDS = {
+    "ndvi": ("bare", "vegetation"),
+    "ndwi": ("dry land", "water"),
+    "nbr": ("burnt", "healthy"),
+    "ndbi": ("vegetation", "built-up"),
+}
+
+
+def index_ramp(values: np.ndarray, name: str) -> np.ndarray:
+    """H×W×3 uint8: index values in [-1, 1] on the index's diverging ramp (NaN: black)."""
+    low, mid, high = (np.array(c, np.float32) for c in INDEX_RAMPS.get(name, INDEX_RAMPS["ndvi"]))
+    v = np.clip(np.nan_to_num(values, nan=0.0), -1, 1)[:, :, None].astype(np.float32)
+    rgb = np.where(v < 0, mid + (low - mid) * -v, mid + (high - mid) * v)
+    rgb[np.isnan(values)] = 0
+    return np.rint(rgb).astype(np.uint8)
+
+
+def ramp_legend(name: str) -> str:
+    """An HTML scale bar for an index composite: the ramp from -1 to +1, with what its ends mean."""
+    low, mid, high = (f"rgb{c}" for c in INDEX_RAMPS.get(name, INDEX_RAMPS["ndvi"]))
+    left, right = INDEX_ENDS.get(name, ("low", "high"))
+    title = COMPOSITE_NAMES.get(name, name.upper())
+    return (
+        f'<div class="ga-legend"><span class="ga-legend-title">{title}</span>'
+        f'<div class="ga-ramp" style="background: linear-gradient(to right, {low}, {mid}, {high})">'
+        "</div>"
+        f'<div class="ga-ticks"><span>−1 {left}</span><span>0</span><span>+1 {right}</span></div>'
+        "</div>"
+    )
+
+
 def compose_rgb(image, choice: BandChoice) -> tuple[np.ndarray, str]:
-    """H×W×3 uint8 for display, and a few words on which bands made it."""
-    from geoassist.sensors import detect_sensor, make_composite
+    """H×W×3 uint8 for display, and a few words on which bands made it.
+
+    Index composites (NDVI…) are shown on a diverging ramp (:func:`index_ramp`); an
+    unnamed stack of more than three bands says which of its bands are shown.
+    """
+    from geoassist.sensors import (
+        INDICES,
+        default_band_names,
+        detect_sensor,
+        make_composite,
+        select_bands,
+        spectral_index,
+    )
 
     try:
+        if choice.composite in INDICES:
+            values = spectral_index(image, choice.composite, choice.sensor)
+            what = COMPOSITE_NAMES.get(choice.composite, choice.composite)
+            return index_ramp(values, choice.composite), (
+                f"{what}{f' ({choice.sensor})' if choice.sensor else ''}, −1 to +1 on a colour ramp"
+            )
         if choice.uses_sensor:
             rgb = make_composite(image, choice.sensor, choice.composite or "true_color")
             key = choice.composite or "true_color"
@@ -191,6 +267,13 @@ def compose_rgb(image, choice: BandChoice) -> tuple[np.ndarray, str]:
                 map(str, choice.bands)
             )
         rgb = image.to_rgb_uint8()  # the bands geoassist.sensors.select_bands picks
+        names = list(image.band_names)
+        if image.count > 3 and names == default_band_names(image.count):
+            shown = [i + 1 for i in select_bands(names)]
+            return rgb, (
+                f"bands {', '.join(map(str, shown))} as red, green, blue (its {image.count} bands "
+                "have no names; pick others under Bands)"
+            )
         sensor = detect_sensor(image.band_names)
         if sensor is not None and "red" not in {n.lower() for n in image.band_names}:
             return rgb, f"true colour ({sensor.name})"
@@ -215,6 +298,7 @@ class Quicklook:
     bands_note: str
     band_names: tuple[str, ...]
     georeferenced: bool
+    legend: str = ""  # an HTML scale bar for index composites
 
 
 def _describe(info, path_name: str) -> str:
@@ -270,7 +354,8 @@ def make_quicklook(
             reduced = scale < 1 and _suffix(path) not in PILLOW_SUFFIXES
             image = reader.read(out_size=out_size if reduced else None)
     except ImageError as exc:
-        raise InputError(f"{path.name}: {exc}") from None
+        message = user_facing(str(exc), {str(path): path.name})
+        raise InputError(message if path.name in message else f"{path.name}: {message}") from None
     rgb, note = compose_rgb(image, choice)
     if rgb.shape[1] != out_size[0] or rgb.shape[0] != out_size[1]:
         rgb = np.asarray(PIL.Image.fromarray(rgb).resize(out_size, PIL.Image.BILINEAR))
@@ -287,4 +372,11 @@ def make_quicklook(
         bands_note=note,
         band_names=tuple(info.band_names),
         georeferenced=info.transform is not None,
+        legend=ramp_legend(choice.composite) if _is_index(choice.composite) else "",
     )
+
+
+def _is_index(composite: str | None) -> bool:
+    from geoassist.sensors import INDICES
+
+    return composite in INDICES

@@ -58,9 +58,19 @@ def _answers_with_geometry(task: str | None) -> bool:
     return task in TASKS and TASKS[task].answer_kind in GEOMETRY_ANSWER_KINDS
 
 
+STOPPED_NOTE = "*(stopped — the answer so far)*"
+
+
 def final_text(answer: Any, *, cut_note: str = "") -> str:
-    """The finished answer for the chat: its text, what was drawn, and any parsing trouble."""
-    text = html.escape((answer.text or "").strip(), quote=False)
+    """The finished answer for the chat: its text, what was drawn, and notes in plain words.
+
+    No grammar tag ever reaches the chat (geometry is drawn and listed in the table);
+    parts of the output that could not be read are said in words, as are a stop, history
+    left out to fit the context, and how much of a large scene was read.
+    """
+    from geoassist.answer import plain_text
+
+    text = html.escape(plain_text(preview_text_raw(answer.text or "")).strip(), quote=False)
     lines = [text] if text else []
     summary = drawn_summary(answer)
     if summary:
@@ -71,9 +81,27 @@ def final_text(answer: Any, *, cut_note: str = "") -> str:
         lines.append("*(the model gave no text)*")
     if answer.parse_errors:
         lines.append(
-            f"*{len(answer.parse_errors)} part(s) of the model's output could not be read.*"
+            "*Part of the model's answer was not in a form GeoAssist can draw, so it was left out.*"
+            if len(answer.parse_errors) == 1
+            else "*Some parts of the model's answer were not in a form GeoAssist can draw, so "
+            "they were left out.*"
         )
+    coverage = getattr(answer, "coverage", None) or {}
+    if coverage.get("note"):
+        lines.append(f"*Large scene: {html.escape(str(coverage['note']), quote=False)}.*")
+    for note in getattr(answer, "notes", None) or []:
+        lines.append(f"*Note: {html.escape(note, quote=False)}.*")
+    if getattr(answer, "stopped", False):
+        lines.append(STOPPED_NOTE)
     return "\n\n".join(lines) + cut_note
+
+
+def preview_text_raw(text: str) -> str:
+    """``text`` with geometry tags removed (not escaped: :func:`final_text` escapes once)."""
+    text = _MASK.sub(" ", text)
+    text = _CLOSED_TAG.sub(" ", text)
+    text = _REF.sub(lambda m: m.group(1), text)
+    return _OTHER_TAG.sub("", text)
 
 
 def citation_messages(answer: Any, passage_for=None) -> list[dict[str, Any]]:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import queue
 import shutil
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from geoassist.app import overlays, render
-from geoassist.app.engine import Engine, timed, timeout_note
+from geoassist.app.engine import AUTO_LABEL, Engine, timeout_note
 from geoassist.app.inputs import (
     AUTO,
     COMPOSITE_NAMES,
@@ -31,6 +34,7 @@ from geoassist.app.inputs import (
     Staged,
     make_quicklook,
     stage_uploads,
+    user_facing,
 )
 from geoassist.errors import GeoAssistError
 from geoassist.extras import require
@@ -54,8 +58,49 @@ CSS = """
 #ga-geo p {margin: 0;}
 #ga-send {min-width: 90px;}
 .ga-compact {gap: .4rem !important;}
+.ga-legend {font-size: .8rem; margin: .2rem 0 .1rem;}
+.ga-legend-title {font-weight: 600;}
+.ga-ramp {height: 12px; border-radius: 3px; border: 1px solid #8884; margin: .15rem 0;}
+.ga-ticks {display: flex; justify-content: space-between; opacity: .85;}
 footer {display: none !important;}
+/* Narrow screens: the conversation first, short panels, the prompt and Send kept in view. */
+@media (max-width: 700px) {
+  #ga-main {flex-direction: column !important;}
+  #ga-main > div {min-width: 0 !important; width: 100% !important;}
+  #ga-conversation {order: -1;}
+  #ga-chat {height: 300px !important; max-height: 300px !important;}
+  #ga-compose {position: sticky; bottom: 0; z-index: 20; background: var(--background-fill-primary);
+               padding: .3rem 0; box-shadow: 0 -4px 8px #0002;}
+  #ga-annotated, #ga-region-image {max-height: 380px;}
+  #ga-status {display: none;}
+}
 """
+
+# Answers being generated, by browser session: Stop cancels the session's token.
+_RUNNING: dict[str, Any] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+def _session_key(request: Any) -> str:
+    return str(getattr(request, "session_hash", None) or id(request))
+
+
+class _Progress:
+    """The planner's ``progress(done, total)``, read by the page while an answer is worked on."""
+
+    def __init__(self) -> None:
+        self.done = self.total = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = int(done), int(total)
+
+    def line(self, elapsed: float) -> str:
+        if self.total:
+            return (
+                f"⏳ reading the scene in detail: {self.done} of {self.total} tiles · "
+                f"{elapsed:.0f} s"
+            )
+        return f"⏳ working… {elapsed:.0f} s"
 
 
 @dataclass
@@ -71,6 +116,7 @@ class Session:
     corner: tuple[float, float] | None = None
     answer: Any = None
     turn: int = 0
+    uploaded: list[str] = field(default_factory=list)  # the upload component's files, as last seen
 
     def reset_conversation(self) -> None:
         self.history, self.chat, self.answer, self.turn = [], [], None, 0
@@ -190,6 +236,13 @@ def _downloads(
         path = folder / f"{stem}.geojson"
         path.write_text(json.dumps(geojson, ensure_ascii=False, indent=1), encoding="utf-8")
         files.insert(0, str(path))
+    elif shapes:
+        # No georeference: the geometry in pixels of the image, as JSON.
+        path = folder / f"{stem}-pixels.json"
+        record = {k: v for k, v in answer.to_dict().items() if k not in ("raw", "coverage")}
+        record["coordinates"] = "pixels of the image (x right, y down, origin top-left)"
+        path.write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
+        files.insert(0, str(path))
     return files or None, overlays.describe_geo(answer), rows
 
 
@@ -202,7 +255,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
     choices = engine.task_choices()
     labels = [c.label for c in choices]
     hints = {c.label: c.hint for c in choices}
-    default_task = "Find objects" if "Find objects" in labels else labels[0]
+    default_task = AUTO_LABEL if AUTO_LABEL in labels else labels[0]
     from geoassist.sensors import COMPOSITES, INDICES, list_sensors
 
     file_types = list(IMAGE_SUFFIXES + SIDECAR_SUFFIXES)
@@ -212,14 +265,20 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
         with gr.Row(elem_id="ga-header"):
             gr.Markdown("# GeoAssist", elem_id="ga-title")
             gr.Markdown(engine.status_line(), elem_id="ga-status")
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False, elem_id="ga-main"):
             # ----------------------------------------------------------- imagery
-            with gr.Column(scale=6, min_width=380):
+            with gr.Column(scale=6, min_width=380, elem_id="ga-imagery"):
+                # Any file is accepted here, so that one GeoAssist cannot read gets a message.
                 files = gr.File(
                     label="Imagery — one image, or before/after in time order",
                     file_count="multiple",
-                    file_types=file_types,
                     elem_id="ga-files",
+                )
+                add_series = gr.Checkbox(
+                    False,
+                    label="Add to series (new uploads join the images above instead of "
+                    "replacing them)",
+                    elem_id="ga-add",
                 )
                 info = gr.Markdown(_info(Session()), elem_id="ga-info")
                 with gr.Accordion("Bands (multispectral images)", open=False) as bands_box:
@@ -246,6 +305,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                             format="png",
                             elem_id="ga-annotated",
                         )
+                        legend = gr.HTML("", elem_id="ga-legend")
                         geo_line = gr.Markdown("", elem_id="ga-geo")
                     with gr.Tab("Mark a region", id="region"):
                         gr.Markdown(
@@ -297,14 +357,15 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                         elem_id="ga-table",
                     )
                     downloads = gr.File(
-                        label="Downloads (GeoJSON for georeferenced images, annotated PNG)",
+                        label="Downloads (GeoJSON for georeferenced images, pixel JSON "
+                        "otherwise, annotated PNG)",
                         file_count="multiple",
                         interactive=False,
                         height=90,
                         elem_id="ga-downloads",
                     )
             # ----------------------------------------------------------- conversation
-            with gr.Column(scale=5, min_width=420):
+            with gr.Column(scale=5, min_width=320, elem_id="ga-conversation"):
                 chatbot = gr.Chatbot(
                     label="Conversation",
                     height=560,
@@ -313,24 +374,26 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                     placeholder="Answers appear here, token by token.",
                     elem_id="ga-chat",
                 )
-                with gr.Row(elem_classes="ga-compact"):
-                    task = gr.Dropdown(
-                        labels, value=default_task, label="Task", scale=2, min_width=220,
-                        elem_id="ga-task",
-                    )  # fmt: skip
-                    prompt = gr.Textbox(
-                        label="Prompt",
-                        placeholder=hints.get(default_task, ""),
-                        lines=2,
-                        max_lines=6,
-                        max_length=engine.limits.max_prompt_chars,
-                        scale=5,
-                        elem_id="ga-prompt",
-                    )
-                with gr.Row(elem_classes="ga-compact"):
-                    send = gr.Button("Send", variant="primary", elem_id="ga-send", scale=3)
-                    stop = gr.Button("Stop", variant="stop", scale=1)
-                    new_chat = gr.Button("New conversation", scale=2)
+                with gr.Column(elem_id="ga-compose"):
+                    with gr.Row(elem_classes="ga-compact"):
+                        task = gr.Dropdown(
+                            labels, value=default_task, label="Task", scale=2, min_width=160,
+                            elem_id="ga-task",
+                        )  # fmt: skip
+                        prompt = gr.Textbox(
+                            label="Prompt",
+                            placeholder=hints.get(default_task, ""),
+                            lines=2,
+                            max_lines=6,
+                            max_length=engine.limits.max_prompt_chars,
+                            scale=5,
+                            min_width=160,
+                            elem_id="ga-prompt",
+                        )
+                    with gr.Row(elem_classes="ga-compact", elem_id="ga-buttons"):
+                        send = gr.Button("Send", variant="primary", elem_id="ga-send", scale=3)
+                        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="ga-stop")
+                        new_chat = gr.Button("New conversation", scale=2)
                 if examples_dir is not None and examples_dir.is_dir():
                     _examples(examples_dir, files, task, prompt, labels)
 
@@ -343,7 +406,24 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
             api_button = gr.Button("ask")
 
         # ------------------------------------------------------------- handlers
-        def load_images(paths, sensor_v, composite_v, bands_v, session: Session):
+        def message(exc: Exception, session: Session | None = None) -> str:
+            names = session.staged.user_names if session and session.staged else {}
+            return user_facing(str(exc), names, [staging.root, *_upload_roots()])
+
+        def load_images(paths, add_v, sensor_v, composite_v, bands_v, session: Session):
+            paths = [str(p) for p in (paths or [])]
+            if paths and sorted(paths) == sorted(session.uploaded):
+                return (session, *[gr.skip()] * 15)  # the list this handler itself just set
+            previous = list(session.uploaded)
+            new = [p for p in paths if p not in previous]
+            files_value: Any = gr.skip()
+            replaced = False
+            if add_v and previous and new and not all(p in paths for p in previous):
+                paths = previous + new  # add to series, whatever the component kept
+                files_value = paths
+            elif not add_v and new and len(new) < len(paths):
+                paths, files_value, replaced = new, new, True  # a new upload replaces
+            session.uploaded = paths
             session.cleanup()
             session.looks, session.region, session.corner = [], None, None
             session.reset_conversation()
@@ -362,9 +442,9 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                         for p in session.staged.images
                     ]
             except GeoAssistError as exc:
+                note = f"⚠️ {message(exc, session)}"
                 session.cleanup()
                 session.looks = []
-                note = f"⚠️ {exc}"
             except Exception:
                 logger.exception("reading uploads failed")
                 session.cleanup()
@@ -372,24 +452,32 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                 note = "⚠️ These files could not be read (details are in the server log)."
             look = session.looks[-1] if session.looks else None
             multiband = any(len(lk.band_names) > 3 for lk in session.looks)
+            text = note or _info(session)
+            if replaced and not note:
+                text += (
+                    "  \n*The new upload replaced the earlier images; tick **Add to series** to "
+                    "add images to them instead.*"
+                )
             return (
                 session,
                 [],
                 _annotated(look, None, None),
                 _region_view(look, None, None),
                 *_inputs_view(session),
-                note or _info(session),
+                text,
                 "",
                 [],
                 None,
                 gr.Accordion(open=multiband or bool(note and "band" in note.lower())),
                 "",
                 gr.Accordion(visible=False),
+                files_value,
+                look.legend if look is not None else "",
             )
 
         def redraw_bands(sensor_v, composite_v, bands_v, session: Session):
             if session.staged is None:
-                return session, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                return (session, *[gr.skip()] * 6)
             try:
                 choice = BandChoice.from_form(bands_v, sensor_v, composite_v)
                 looks = [
@@ -397,7 +485,8 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                     for p in session.staged.images
                 ]
             except GeoAssistError as exc:
-                return session, gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"⚠️ {exc}"
+                skip = gr.skip()
+                return session, skip, skip, skip, skip, f"⚠️ {message(exc, session)}", skip
             session.choice, session.looks = choice, looks
             look = looks[-1]
             return (
@@ -406,6 +495,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                 _region_view(look, session.region, None),
                 *_inputs_view(session),
                 _info(session),
+                look.legend,
             )
 
         def pick_corner(session: Session, evt: gr.SelectData):
@@ -459,49 +549,83 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                 gr.Accordion(visible=False),
             )  # fmt: skip
 
-        def respond(prompt_v, task_v, session: Session):
+        def respond(prompt_v, task_v, session: Session, request: gr.Request):
+            from geoassist.request import CancelToken
+
             skip = gr.skip()
             images = session.staged.images if session.staged else []
             user_text = (prompt_v or "").strip() or f"*{task_v}*"
-            if (prompt_v or "").strip() and task_v not in ("Chat",):
+            if (prompt_v or "").strip() and task_v not in ("Chat", AUTO_LABEL):
                 user_text = f"*{task_v}:* {render.preview_text(prompt_v.strip())}"
+            elif (prompt_v or "").strip():
+                user_text = render.preview_text(prompt_v.strip())
             session.chat = [*session.chat, {"role": "user", "content": user_text}]
             session.chat.append({"role": "assistant", "content": "…"})
             yield session.chat, "", skip, skip, skip, skip, skip, session
             look = session.looks[-1] if session.looks else None
-            cut = ""
+            cancel, progress = CancelToken(), _Progress()
+            key = _session_key(request)
+            with _RUNNING_LOCK:
+                _RUNNING[key] = cancel
+            events: queue.Queue = queue.Queue()
+            kind = None
+
+            def work(kind_: Any, history: list, region: Any, choice: BandChoice) -> None:
+                # The answer is worked on in a thread, so that the page hears of progress and
+                # Stop while a large scene is read tile by tile.
+                try:
+                    stream = engine.stream(
+                        images, prompt_v or "", task=kind_, history=history, region=region,
+                        choice=choice, cancel=cancel, progress=progress,
+                    )  # fmt: skip
+                    for piece in stream:
+                        events.put(("piece", piece))
+                    events.put(("done", stream.answer))
+                except BaseException as exc:  # handed to the page's loop, which reports it
+                    events.put(("error", exc))
+
             try:
                 kind = engine.task_for(task_v)
-                stream = engine.stream(
-                    images,
-                    prompt_v or "",
-                    task=kind,
-                    history=session.history,
-                    region=session.region,
-                    choice=session.choice,
-                )
-                raw = ""
-                for piece, timed_out in timed(stream, engine.limits.timeout_s):
-                    if timed_out:
-                        cut = timeout_note(engine.limits.timeout_s)
+                worker = threading.Thread(
+                    target=work, args=(kind, session.history, session.region, session.choice),
+                    name="geoassist-answer", daemon=True,
+                )  # fmt: skip
+                worker.start()
+                start, raw, shown, timed_out = time.monotonic(), "", "", False
+                while True:
+                    try:
+                        what, value = events.get(timeout=0.25)
+                    except queue.Empty:
+                        elapsed = time.monotonic() - start
+                        if elapsed > engine.limits.timeout_s and not cancel.cancelled:
+                            cancel.cancel()
+                            timed_out = True
+                        if elapsed < 1.0:
+                            continue
+                        what, value = "tick", progress.line(elapsed)
+                    if what == "piece":
+                        raw += value
+                    elif what == "error":
+                        raise value
+                    elif what == "done":
+                        answer = value
                         break
-                    raw += piece
-                    session.chat[-1] = {
-                        "role": "assistant",
-                        "content": render.preview_text(raw).strip() or "…",
-                    }
-                    yield session.chat, skip, skip, skip, skip, skip, skip, session
-                answer = stream.answer
-                if answer is None:  # cut short: no parsed answer, keep what was said
-                    session.chat[-1] = {
-                        "role": "assistant",
-                        "content": (render.preview_text(raw) or "*(no text)*") + cut,
-                    }
-                    yield session.chat, skip, skip, skip, skip, skip, skip, session
-                    return
+                    text = render.preview_text(raw).strip()
+                    if what == "tick" and not raw:
+                        text = value
+                    elif what == "tick":
+                        text = f"{text}\n\n*{value}*"
+                    if text and text != shown:
+                        shown = text
+                        session.chat[-1] = {"role": "assistant", "content": text}
+                        yield session.chat, skip, skip, skip, skip, skip, skip, session
+                cut = timeout_note(engine.limits.timeout_s) if timed_out else ""
                 session.answer, session.history = answer, list(answer.history)
                 session.turn += 1
-                session.chat[-1] = {"role": "assistant", "content": render.final_text(answer)}
+                final = render.final_text(answer, cut_note=cut)
+                if timed_out:
+                    final = final.replace(render.STOPPED_NOTE, "").strip() + cut
+                session.chat[-1] = {"role": "assistant", "content": final}
                 kb = getattr(engine.assistant, "kb", None)
                 session.chat += render.citation_messages(
                     answer, passage_for=_passage_lookup(kb) if kb is not None else None
@@ -510,7 +634,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                 yield (
                     session.chat,
                     skip,
-                    _annotated(look, answer, session.region if kind == "region" else None),
+                    _annotated(look, answer, session.region if answer.task == "region" else None),
                     geo_text,
                     gr.Dataframe(value=rows, visible=bool(rows)),
                     files_out,
@@ -518,12 +642,24 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                     session,
                 )
             except GeoAssistError as exc:
-                session.chat[-1] = {"role": "assistant", "content": f"⚠️ {exc}"}
+                session.chat[-1] = {"role": "assistant", "content": f"⚠️ {message(exc, session)}"}
                 yield session.chat, skip, skip, skip, skip, skip, skip, session
             except Exception:
                 logger.exception("answering failed")
                 session.chat[-1] = {"role": "assistant", "content": f"⚠️ {UNEXPECTED}"}
                 yield session.chat, skip, skip, skip, skip, skip, skip, session
+            finally:
+                cancel.cancel()  # a page that went away stops its answer too
+                with _RUNNING_LOCK:
+                    if _RUNNING.get(key) is cancel:
+                        del _RUNNING[key]
+
+        def stop_answer(request: gr.Request):
+            """Stop: the session's answer ends at its next token or tile; the page stays usable."""
+            with _RUNNING_LOCK:
+                token = _RUNNING.get(_session_key(request))
+            if token is not None:
+                token.cancel()
 
         def api_ask(image, prompt, task):
             """Answer `prompt` about one uploaded image; `task` is optional (e.g. detect, caption)."""
@@ -539,7 +675,9 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                 images = staged.images if staged else []
                 yield from engine.answer_text(images, prompt or "", task=kind)
             except GeoAssistError as exc:
-                raise gr.Error(str(exc), print_exception=False) from None
+                names = staged.user_names if staged is not None else {}
+                text = user_facing(str(exc), names, [staging.root, *_upload_roots()])
+                raise gr.Error(text, print_exception=False) from None
             except Exception:
                 logger.exception("answering an API request failed")
                 raise gr.Error(UNEXPECTED, print_exception=False) from None
@@ -552,16 +690,16 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
         light = {"concurrency_limit": 4, "concurrency_id": "images", **private}
         files.change(
             load_images,
-            [files, sensor, composite, bands, state],
+            [files, add_series, sensor, composite, bands, state],
             [state, chatbot, annotated, region_image, slider, gallery, info, geo_line, table, downloads,
-             bands_box, region_box, found],
+             bands_box, region_box, found, files, legend],
             **light,
         )  # fmt: skip
         for trigger in (sensor.change, composite.change, bands.submit):
             trigger(
                 redraw_bands,
                 [sensor, composite, bands, state],
-                [state, annotated, region_image, slider, gallery, info],
+                [state, annotated, region_image, slider, gallery, info, legend],
                 **light,
             )
         region_image.select(
@@ -578,11 +716,9 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
             **private,
         }
         outputs = [chatbot, prompt, annotated, geo_line, table, downloads, found, state]
-        asked = [
-            send.click(respond, [prompt, task, state], outputs, **model_events),
-            prompt.submit(respond, [prompt, task, state], outputs, **model_events),
-        ]
-        stop.click(None, cancels=asked, **private)
+        send.click(respond, [prompt, task, state], outputs, **model_events)
+        prompt.submit(respond, [prompt, task, state], outputs, **model_events)
+        stop.click(stop_answer, None, None, concurrency_limit=None, **private)
         new_chat.click(
             new_conversation, [state], [state, chatbot, annotated, geo_line, table, downloads, found],
             **private,
