@@ -10,8 +10,10 @@ GeoAssist speaks ChatML::
 it is supervised, so labels never depend on re-tokenising substrings. Only the
 assistant's answers and their ``<|im_end|>`` are supervised; the system prompt,
 user turns, role headers and image tokens never are. Each ``<image>`` slot is
-expanded to exactly ``num_image_tokens`` image-token ids. Labels are aligned
-with the ids; the model shifts them (``geoassist.model.vlm.causal_lm_loss``).
+expanded to exactly ``num_image_tokens`` image-token ids. In an assistant turn, ``<seg>``
+becomes the region decoder's token id (supervised like the text around it) when the tokenizer
+has one; anywhere else, or for a model without a decoder, it stays plain text. Labels are
+aligned with the ids; the model shifts them (``geoassist.model.vlm.causal_lm_loss``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from geoassist.errors import ChatRenderError, ContextTooLongError, ImageSlotMismatchError
 
 IMAGE_SLOT = "<image>"
+SEG_SLOT = "<seg>"  # the region decoder's token (geoassist.model.region_decoder), in assistant turns
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant")
 
@@ -116,6 +119,7 @@ def render(
     im_start = _special_id(tokenizer, "<|im_start|>")
     im_end = _special_id(tokenizer, "<|im_end|>")
     newline = _text_ids(tokenizer, "\n")
+    seg_id = tokenizer.get_added_vocab().get(SEG_SLOT)
 
     ids: list[int] = []
     labels: list[int] = []
@@ -141,7 +145,12 @@ def render(
             if i > 0:
                 emit([image_token_id] * num_image_tokens, False)
                 slots += 1
-            emit(_text_ids(tokenizer, piece), supervised)
+            if seg_id is not None and m.role == "assistant":
+                for j, part in enumerate(piece.split(SEG_SLOT)):
+                    emit([seg_id] if j else [], supervised)
+                    emit(_text_ids(tokenizer, part), supervised)
+            else:
+                emit(_text_ids(tokenizer, piece), supervised)
         emit([im_end], supervised)
         emit(newline, False)
     if add_generation_prompt:

@@ -7,6 +7,8 @@ Layout (safetensors only; nothing is ever unpickled)::
     vision.safetensors       the open_clip vision tower, keys ``visual.*`` (open_clip's layout)
     band_adapter.safetensors the learned band adapter, only when vision.in_bands != 3
     projector.safetensors    projector + temporal embedding
+    region_decoder.safetensors  the region decoder and its <seg> rows, only when config.json
+                             has a region_decoder section (geoassist.model.region_decoder)
     lm/                      the full LM (transformers folder) — for random or merged LMs
     lm_adapter/              or: a peft LoRA adapter over the base LM named in config.json
     tokenizer/               tokenizer files, with the chat template
@@ -227,6 +229,10 @@ def save_checkpoint(
                 model.vision.band_adapter.state_dict(), tmp / "band_adapter.safetensors", dtype
             )
         _write_safetensors(model.projector.state_dict(), tmp / "projector.safetensors", dtype)
+        if model.region_decoder is not None:
+            from geoassist.model.region_decoder import save_region_decoder
+
+            save_region_decoder(model.region_decoder, tmp, dtype)
         model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         (tmp / "README.md").write_text(_model_card(model, folder.name, card))
         meta = {"format_version": FORMAT_VERSION, "lm": lm_part, "geoassist_version": __version__}
@@ -315,6 +321,9 @@ def load_checkpoint(
     _load_into(model.projector, folder / "projector.safetensors", "")
     if model.vision.band_adapter is not None:
         _load_into(model.vision.band_adapter, folder / "band_adapter.safetensors", "")
+    from geoassist.model.region_decoder import load_region_decoder_weights
+
+    load_region_decoder_weights(model.region_decoder, folder)
     model.checkpoint_meta = meta
     return model.to(device)
 

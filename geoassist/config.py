@@ -247,6 +247,41 @@ class PreprocessConfig:
 
 
 @dataclass
+class RegionDecoderConfig:
+    """The region decoder (:mod:`geoassist.model.region_decoder`): the LM writes ``<seg>``, and
+    that token's hidden state conditions a light decoder over a fine feature map that returns
+    scored instances (boxes, oriented boxes, polygons) and a mask.
+
+    ``feature_path`` is the fine map it reads: ``"conv8"`` (a convolutional branch at stride 8
+    over the pixels, the tower's tokens upsampled onto it) or ``"tokens"`` (the patch tokens);
+    ``width`` its channels. ``max_seg_tokens`` bounds the ``<seg>`` tokens decoded per answer,
+    ``max_instances`` the instances per token; an instance needs a centre score of at least
+    ``score_threshold``; a mask pixel a probability of at least ``mask_threshold``;
+    ``mask_grid`` is the side of the ``<mask>`` grid written into the answer text.
+    """
+
+    feature_path: str = "conv8"
+    width: int = 64
+    max_seg_tokens: int = 8
+    max_instances: int = 100
+    score_threshold: float = 0.3
+    mask_threshold: float = 0.5
+    mask_grid: int = 32
+
+    def __post_init__(self) -> None:
+        _check(
+            self.feature_path in ("conv8", "tokens"),
+            f"region_decoder feature_path {self.feature_path!r} is not one of ('conv8', 'tokens')",
+        )
+        _check(self.width >= 8, "region_decoder width must be >= 8")
+        _check(self.max_seg_tokens >= 1, "region_decoder max_seg_tokens must be >= 1")
+        _check(self.max_instances >= 1, "region_decoder max_instances must be >= 1")
+        _check(0.0 < self.score_threshold < 1.0, "region_decoder score_threshold must be in (0, 1)")
+        _check(0.0 < self.mask_threshold < 1.0, "region_decoder mask_threshold must be in (0, 1)")
+        _check(1 <= self.mask_grid <= 512, "region_decoder mask_grid must be in 1..512")
+
+
+@dataclass
 class ModelConfig:
     """The whole assistant: vision tower, projector, LM (+ LoRA), preprocessing, chat format."""
 
@@ -256,6 +291,8 @@ class ModelConfig:
     lm: LMConfig = field(default_factory=LMConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    # None: no region decoder; geometry is written by the LM as text (checkpoints before it).
+    region_decoder: RegionDecoderConfig | None = None
     chat_format: str = "chatml"
     system_prompt: str = (
         "You are GeoAssist, an assistant for Earth-observation imagery. "
@@ -271,6 +308,15 @@ class ModelConfig:
                 raise ConfigError(
                     f"{name} must be a JSON object of settings ({cls.__name__}), got {_shown(value)}"
                 )
+        if isinstance(self.region_decoder, dict):
+            self.region_decoder = _from_dict(
+                RegionDecoderConfig, self.region_decoder, "region_decoder."
+            )
+        elif not isinstance(self.region_decoder, RegionDecoderConfig | None):
+            raise ConfigError(
+                "region_decoder must be a JSON object of settings (RegionDecoderConfig) or null, "
+                f"got {_shown(self.region_decoder)}"
+            )
         _check(
             self.chat_format in CHAT_FORMATS,
             f"chat_format {self.chat_format!r} is not one of {CHAT_FORMATS}",

@@ -160,9 +160,16 @@ class Stage2Args:
     # A folder of cached vision-tower features (train/feature_cache.py), used while the tower
     # is frozen (train_vision_blocks: 0); null computes the tower in every step.
     feature_cache: str | None = None
+    # Settings of a region decoder to add to a model that has none (geoassist.config
+    # RegionDecoderConfig, e.g. {"width": 64}); it starts from stage 0's dense heads when the
+    # model's folder has them. A model with a decoder trains it whatever this says.
+    region_decoder: dict[str, Any] | None = None
+    # The region decoder's loss (train/region_loss.py) beside the LM's, on records with geometry.
+    region_loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.train_vision_blocks >= 0, "stage2.train_vision_blocks must be >= 0")
+        _check(self.region_loss_weight >= 0, "stage2.region_loss_weight must be >= 0")
 
 
 @dataclass

@@ -126,6 +126,7 @@ class StageModule(nn.Module):
         self.head = head
         self.dense = dense
         self.dense_weights = dict(dense_weights or {})
+        self.region_weight = 1.0  # the region decoder's loss beside the LM's (stage 2)
 
 
 def build_dense_heads(model, config, scene_spaces: dict[str, list[str]] | None = None):
@@ -207,13 +208,17 @@ def build_stage(stage: int, model, config, scene_spaces: dict[str, list[str]] | 
         for name, param in model.lm.named_parameters():
             param.requires_grad = "lora_" in name
         model.projector.requires_grad_(True)
+        if model.region_decoder is not None:
+            model.region_decoder.requires_grad_(True)
         blocks = config.stage2.train_vision_blocks
         if blocks:
             for block in model.vision.visual.transformer.resblocks[
                 model.vision.num_blocks_used - blocks : model.vision.num_blocks_used
             ]:
                 block.requires_grad_(True)
-    return StageModule(model, head)
+    module = StageModule(model, head)
+    module.region_weight = config.stage2.region_loss_weight if stage == 2 else 1.0
+    return module
 
 
 def stage_loss(stage: int, module: StageModule, batch: dict) -> tuple[torch.Tensor, int]:
@@ -238,6 +243,12 @@ def stage_loss(stage: int, module: StageModule, batch: dict) -> tuple[torch.Tens
         return_logits=False,
         vision_features=batch.get("vision_features"),  # a frozen tower's cached output
     )
+    if module.model.region_decoder is not None and batch.get("regions"):
+        from geoassist.train.region_data import region_batch_loss
+
+        regions = region_batch_loss(module.model, batch, out.seg_hidden)
+        if regions is not None:
+            return out.loss + module.region_weight * regions[0], batch["input_ids"].shape[0]
     return out.loss, batch["input_ids"].shape[0]
 
 

@@ -139,6 +139,10 @@ def _build_model(config: TrainConfig):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
         )
     model = create_model(config.model, lm_kwargs=lm_kwargs or None)
+    if config.stage == 2 and config.stage2.region_decoder is not None and model.region_decoder is None:
+        from geoassist.train.region_stage import add_region_decoder
+
+        add_region_decoder(model, config.stage2.region_decoder, Path(str(config.model)).expanduser())
     if lm_kwargs:
         from peft import prepare_model_for_kbit_training
 
@@ -157,7 +161,12 @@ def _datasets(config: TrainConfig, model):
     )
     if config.stage == 0:
         return ImageTextDataset(samples, model.config), collate_image_text
-    return _conversation_dataset(config, model, samples), collate_conversations(model.pad_token_id)
+    collate = collate_conversations(model.pad_token_id)
+    if config.stage == 2 and model.region_decoder is not None:
+        from geoassist.train.region_data import collate_with_regions
+
+        collate = collate_with_regions(collate)
+    return _conversation_dataset(config, model, samples), collate
 
 
 def _conversation_dataset(config: TrainConfig, model, samples):
@@ -165,16 +174,29 @@ def _conversation_dataset(config: TrainConfig, model, samples):
     if config.stage == 2 and config.stage2.packing:
         from geoassist.train.packing import PackedConversationDataset
 
+        if model.region_decoder is not None:
+            from geoassist.errors import ConfigError
+
+            raise ConfigError(
+                "stage2.packing does not carry the region decoder's targets yet; set "
+                "stage2.packing to false to train a model with a region decoder"
+            )
+
         return PackedConversationDataset(
             samples, model.config, model.tokenizer, max_length=config.data.max_length, seed=config.seed
         )
-    return ConversationDataset(
+    dataset = ConversationDataset(
         samples,
         model.config,
         model.tokenizer,
         max_length=config.data.max_length,
         captions_only=config.stage == 1,
     )
+    if config.stage == 2 and model.region_decoder is not None:
+        from geoassist.train.region_stage import region_dataset
+
+        return region_dataset(dataset, model)
+    return dataset
 
 
 def _validation_dataset(config: TrainConfig, model):

@@ -54,6 +54,9 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class ModelOutput:
     logits: torch.Tensor | None
     loss: torch.Tensor | None = None
+    # The LM's final hidden state at every <seg> token of the input, in reading order
+    # (rows first), for the region decoder; None for a model without one.
+    seg_hidden: torch.Tensor | None = None
 
 
 @dataclass
@@ -101,12 +104,79 @@ class GeoAssistModel(nn.Module):
         self.image_token_id = image_token_id(tokenizer)
         self.end_token_id = end_token_id(tokenizer)
         self.pad_token_id = int(tokenizer.pad_token_id)
+        self.region_decoder, self.seg_token_id = None, None
+        if config.region_decoder is not None:
+            self._add_region_decoder(lm_dim)
         # transformers renamed `past_key_values` to `cache` during 5.x; speak whichever this version takes.
         base_lm = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
         params = inspect.signature(type(base_lm).forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         if config.lora.enabled and not self.has_lora:
             self.add_lora()
+
+    # ------------------------------------------------------- region decoder
+    def _add_region_decoder(self, lm_dim: int) -> None:
+        """The decoder and its ``<seg>`` token (added to the tokenizer when missing); see
+        :mod:`geoassist.model.region_decoder`."""
+        from geoassist.model.region_decoder import SEG_TOKEN, RegionDecoder
+
+        if SEG_TOKEN not in self.tokenizer.get_vocab():
+            self.tokenizer.add_tokens([SEG_TOKEN], special_tokens=True)
+        self.seg_token_id = int(self.tokenizer.convert_tokens_to_ids(SEG_TOKEN))
+        self.region_decoder = RegionDecoder(self.config.region_decoder, self.vision.width, lm_dim)
+
+    @property
+    def _lm_vocab(self) -> int:
+        return int(self.lm.get_input_embeddings().num_embeddings)
+
+    @property
+    def seg_column(self) -> int | None:
+        """The logits column of ``<seg>``: its id inside the LM's table, else one past the table."""
+        if self.seg_token_id is None:
+            return None
+        return self.seg_token_id if self.seg_token_id < self._lm_vocab else self._lm_vocab
+
+    def token_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The LM's embeddings of ``input_ids``, ``<seg>`` from the decoder's own row; ids past
+        the LM's table (``<image>``) give the embedding of id 0 (they are replaced later)."""
+        embedding = self.lm.get_input_embeddings()
+        outside = input_ids >= embedding.num_embeddings
+        embeds = embedding(input_ids.masked_fill(outside, 0))
+        if self.seg_token_id is not None:
+            is_seg = input_ids == self.seg_token_id
+            if bool(is_seg.any()):
+                row = self.region_decoder.seg_embed.to(embeds.dtype)
+                embeds = torch.where(is_seg.unsqueeze(-1), row, embeds)
+        return embeds
+
+    def with_seg_logits(self, logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """LM ``logits`` (..., V) with the ``<seg>`` logit of ``hidden`` in :attr:`seg_column`."""
+        if self.seg_token_id is None:
+            return logits
+        seg = self.region_decoder.seg_logit(hidden).to(logits.dtype)
+        column = self.seg_column
+        if column == logits.shape[-1]:
+            return torch.cat([logits, seg], dim=-1)
+        logits = logits.clone()
+        logits[..., column : column + 1] = seg
+        return logits
+
+    def seg_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """Next-token ``targets`` with ``<seg>`` moved to its logits column."""
+        if self.seg_token_id is None or self.seg_column == self.seg_token_id:
+            return targets
+        return targets.masked_fill(targets == self.seg_token_id, self.seg_column)
+
+    def picked_ids(self, picked: torch.Tensor) -> torch.Tensor:
+        """Chosen logits columns → token ids (the column past the LM's table is ``<seg>``)."""
+        if self.seg_token_id is None or self.seg_column == self.seg_token_id:
+            return picked
+        return picked.masked_fill(picked == self.seg_column, self.seg_token_id)
+
+    def _seg_hidden(self, input_ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
+        if self.seg_token_id is None:
+            return None
+        return hidden[input_ids == self.seg_token_id]
 
     # ----------------------------------------------------------------- LoRA
     @property
@@ -217,8 +287,7 @@ class GeoAssistModel(nn.Module):
             raise ImageSlotMismatchError(
                 f"the batch has {n_images} image slot(s) but {given} image(s) were given"
             )
-        embedding = self.lm.get_input_embeddings()
-        embeds = embedding(input_ids.masked_fill(is_image, 0))
+        embeds = self.token_embeddings(input_ids.masked_fill(is_image, 0))
         if n_images:
             if visual is None:
                 visual = self.encode_images(pixel_values, temporal, vision_features=vision_features)
@@ -255,13 +324,28 @@ class GeoAssistModel(nn.Module):
             hidden = base.get_decoder()(
                 inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, use_cache=False
             ).last_hidden_state
-            targets = shift_labels(labels)
+            targets = self.seg_targets(shift_labels(labels))
             keep = targets != IGNORE_INDEX
-            logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
-            return ModelOutput(logits=None, loss=F.cross_entropy(logits, targets[keep]))
-        out = self.lm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, use_cache=False)
-        loss = causal_lm_loss(out.logits, labels) if labels is not None else None
-        return ModelOutput(logits=out.logits, loss=loss)
+            kept = hidden[:, :-1][keep]
+            logits = self.with_seg_logits(base.get_output_embeddings()(kept), kept).float()
+            return ModelOutput(
+                logits=None,
+                loss=F.cross_entropy(logits, targets[keep]),
+                seg_hidden=self._seg_hidden(input_ids, hidden),
+            )
+        with_hidden = self.region_decoder is not None
+        out = self.lm(
+            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions,
+            use_cache=False, output_hidden_states=with_hidden,
+        )  # fmt: skip
+        logits, seg_hidden = out.logits, None
+        if with_hidden:
+            hidden = out.hidden_states[-1]
+            logits, seg_hidden = self.with_seg_logits(logits, hidden), self._seg_hidden(input_ids, hidden)
+        loss = None
+        if labels is not None:
+            loss = causal_lm_loss(logits, self.seg_targets(labels))
+        return ModelOutput(logits=logits, loss=loss, seg_hidden=seg_hidden)
 
     # ------------------------------------------------------------ generation
     @torch.no_grad()
@@ -277,6 +361,7 @@ class GeoAssistModel(nn.Module):
         generator: torch.Generator | None = None,
         min_new_tokens: int = 0,
         prefix_cache: PrefixCache | None = None,
+        seg_states: list[list[torch.Tensor]] | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the next token of every row, step by step (rows that finished yield the pad id).
 
@@ -286,7 +371,9 @@ class GeoAssistModel(nn.Module):
         ``prefix_cache`` (one row only) reuses the keys and values of the tokens this request
         shares with the previous one that used the same cache and the same images — a
         follow-up question skips the image and the earlier turns — and keeps this request's
-        for the next.
+        for the next. ``seg_states`` (one list per row) receives the LM's final hidden state at
+        every ``<seg>`` token a row generates, for the region decoder (once the token has been
+        run, so also after the last step when generation stops right after one).
         """
         if prefix_cache is not None and (input_ids.shape[0] != 1 or not use_cache):
             prefix_cache = None
@@ -296,7 +383,7 @@ class GeoAssistModel(nn.Module):
         try:
             yield from self._steps(
                 input_ids, attention_mask, pixel_values, max_new_tokens, sampling, use_cache,
-                generator, min_new_tokens, prefix_cache,
+                generator, min_new_tokens, prefix_cache, seg_states,
             )  # fmt: skip
         finally:
             if prefix_cache is not None:
@@ -313,8 +400,11 @@ class GeoAssistModel(nn.Module):
         generator: torch.Generator | None,
         min_new_tokens: int,
         prefix_cache: PrefixCache | None,
+        seg_states: list[list[torch.Tensor]] | None = None,
     ) -> Iterator[torch.Tensor]:
         sampling = sampling or SamplingConfig()
+        with_hidden = self.region_decoder is not None
+        fed_seg: torch.Tensor | None = None  # rows whose last fed token is <seg>
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         positions = positions_from_mask(attention_mask)
@@ -327,8 +417,10 @@ class GeoAssistModel(nn.Module):
             embeds = self.embed_inputs(input_ids, pixel_values)
             step_embeds, step_positions = embeds, positions
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        embedding = self.lm.get_input_embeddings()
-        for step in range(max_new_tokens):
+        for step in range(max_new_tokens + 1):
+            if step == max_new_tokens and (fed_seg is None or not bool(fed_seg.any())):
+                return
+            # (one more pass after the last step only to run a <seg> chosen last)
             if use_cache:
                 if prefix_cache is not None:
                     prefix_cache.cache = None  # not valid while the forward pass extends it
@@ -338,6 +430,7 @@ class GeoAssistModel(nn.Module):
                     position_ids=step_positions,
                     use_cache=True,
                     logits_to_keep=1,
+                    output_hidden_states=with_hidden,
                     **{self._cache_arg: cache},
                 )
                 cache = getattr(out, self._cache_arg)
@@ -350,17 +443,28 @@ class GeoAssistModel(nn.Module):
                     position_ids=positions,
                     use_cache=False,
                     logits_to_keep=1,
+                    output_hidden_states=with_hidden,
                 )
             logits = out.logits[:, -1, :].float()
+            if with_hidden:
+                last = out.hidden_states[-1][:, -1]
+                if seg_states is not None and fed_seg is not None:
+                    for row in torch.nonzero(fed_seg).flatten().tolist():
+                        seg_states[row].append(last[row].detach())
+                logits = self.with_seg_logits(logits, last.float())
+            if step == max_new_tokens:
+                return
             if step < min_new_tokens:
                 logits[:, self.end_token_id] = float("-inf")
-            next_tokens = sampling.pick(logits, generator)
+            next_tokens = self.picked_ids(sampling.pick(logits, generator))
             next_tokens = next_tokens.masked_fill(finished, self.pad_token_id)
+            if with_hidden:
+                fed_seg = next_tokens == self.seg_token_id
             yield next_tokens
             finished |= next_tokens == self.end_token_id
             if bool(finished.all()):
                 return
-            step_embeds = embedding(next_tokens.unsqueeze(1))
+            step_embeds = self.token_embeddings(next_tokens.unsqueeze(1))
             step_positions = positions[:, -1:] + 1
             attention_mask = torch.cat(
                 [attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1
@@ -384,6 +488,7 @@ class GeoAssistModel(nn.Module):
         on_step: Callable[[torch.Tensor], None] | None = None,
         min_new_tokens: int = 0,
         prefix_cache: PrefixCache | None = None,
+        seg_states: list[list[torch.Tensor]] | None = None,
     ) -> list[list[int]]:
         """Generated token ids per row, without the prompt, cut after the end token."""
         rows: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
@@ -398,6 +503,7 @@ class GeoAssistModel(nn.Module):
             generator=generator,
             min_new_tokens=min_new_tokens,
             prefix_cache=prefix_cache,
+            seg_states=seg_states,
         ):
             if on_step is not None:
                 on_step(tokens)
@@ -464,7 +570,7 @@ class PrefixCache:
             cache.crop(reused - cache.get_seq_length())  # a negative count drops that many
         rest = input_ids[:, reused:]
         if reused > 0 and not bool((rest == model.image_token_id).any()):
-            embeds = model.lm.get_input_embeddings()(rest)  # the images are all in the cache
+            embeds = model.token_embeddings(rest)  # the images are all in the cache
         else:
             embeds, self.visual = model._embed(input_ids, pixel_values, self.visual)
             embeds = embeds[:, reused:]
