@@ -111,6 +111,7 @@ PRIMARY_METRIC = {
     "detection": "map@0.5",
     "scene_cls": "top1_accuracy",
     "refer_seg": "miou",
+    "change_seg": "change_iou",
     "choice": "overall_accuracy",
     "knowledge": "overall_accuracy",
 }

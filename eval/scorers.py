@@ -299,3 +299,9 @@ SCORERS: dict[str, Scorer] = {
     "choice": Scorer("choice", choice_item, choice_summarize),
     "knowledge": Scorer("knowledge", knowledge_item, knowledge_summarize),
 }
+
+
+# The change-mask scorer lives in its own module.
+from geoassist.eval.scorers_change import CHANGE_SCORERS  # noqa: E402
+
+SCORERS.update(CHANGE_SCORERS)

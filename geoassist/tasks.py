@@ -212,6 +212,15 @@ TASKS: dict[str, TaskSpec] = {
             label="Outline", hint="What to outline, e.g. water, forest, buildings",
         ),
         TaskSpec(
+            "change_seg", "[change_seg] Outline what changed between the two images.",
+            "`<mask>RxC|…</mask>` of the changed areas (the region decoder's mask at its `<seg>`), "
+            "or `none`",
+            record_kinds=("change_seg",), answer_kind="mask", scorer="change_seg",
+            max_new_tokens=512, merge="mask", aliases=("change_mask",), needs_argument=False,
+            images="2", label="Outline the changes",
+            hint="Optional — press Send to outline what changed",
+        ),
+        TaskSpec(
             "knowledge", "[knowledge] {context}Question: {arg}",
             "an answer from the retrieved passages that cites them as `[id]`, or that they do "
             "not answer it",

@@ -41,17 +41,19 @@ OLD_EVAL_TABLE = {
     "change_qa": {"change_qa": "qa"},
     "refer_seg": {"refer_seg": "refer_seg"},
     "knowledge": {"knowledge_qa": "knowledge"},
+    "change_seg": {"change_seg": "change_seg"},  # added with the region decoder
 }
 OLD_MAX_NEW_TOKENS = {
     "vqa": 16, "counting": 16, "change_qa": 16, "knowledge_qa": 64, "scene_cls": 16,
     "caption": 64, "region_caption": 64, "change_caption": 64, "grounding": 128,
-    "referring": 48, "detection": 384, "refer_seg": 512,
+    "referring": 48, "detection": 384, "refer_seg": 512, "change_seg": 512,
 }  # fmt: skip
 OLD_TEMPLATE_OF_KIND = {
     "caption": "caption", "vqa": "vqa", "counting": "vqa", "scene_cls": "classify",
     "grounding": "ground", "detection": "detect", "referring": "refer",
     "region_caption": "region", "change_caption": "change", "change_qa": "change_qa",
     "refer_seg": "segment", "knowledge_qa": "knowledge", "conversation": None,
+    "change_seg": "change_seg",  # the region decoder's change mask (a kind of its own)
 }  # fmt: skip
 
 
