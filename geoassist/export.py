@@ -32,6 +32,15 @@ projectors transformers has all put a normalisation or another activation before
 merge, so none computes GeoAssist's k×k average pooling exactly), a multispectral band
 adapter (``in_bands != 3``; LLaVA's image processor makes RGB), and several images per
 conversation (the temporal embedding of images 2…N; the export answers about one image).
+
+A model with a region decoder (:mod:`geoassist.model.region_decoder`) is exported without
+it: LLaVA has no place for the decoder, its fine feature path or its ``<seg>`` rows. The
+``<seg>`` id gets a zero row, as ``<image>`` does, and the generation config suppresses it, so
+the exported model never writes the token; on detect, ground, refer, segment and change_seg
+prompts it answers with the LM alone, and since such a model learned to write ``<seg>`` there,
+not digits, those answers carry no usable geometry. Its text answers (captions, questions,
+classes, counts) are the same as GeoAssist's. The export logs a warning and the exported
+model card says so.
 """
 
 from __future__ import annotations
@@ -54,6 +63,8 @@ NOT_EXPORTED = (
     "the multispectral band adapter (vision.in_bands != 3)",
     "pairs and series: the temporal embedding of images after the first",
     "GeoAssist's tiling of large scenes, sensor presets and geo-coordinates in answers",
+    "the region decoder: its `<seg>` token is suppressed, so detect, ground, refer, segment "
+    "and change_seg answers carry no decoded geometry",
 )
 
 
@@ -345,9 +356,15 @@ def generation_config(model, config):
         do_sample=False,
         max_new_tokens=256,
     )
+    suppressed = []
     if model.image_token_id >= lm_vocab:
         # The added <image> row is zeros; the source model could never emit it, nor may this one.
-        gen.suppress_tokens = [model.image_token_id]
+        suppressed.append(model.image_token_id)
+    if model.seg_token_id is not None:
+        # The region decoder is not exported; a <seg> with nothing to decode it is suppressed.
+        suppressed.append(model.seg_token_id)
+    if suppressed:
+        gen.suppress_tokens = suppressed
     return gen
 
 
@@ -445,6 +462,13 @@ def export_hf_llava(
 
         model = create_model(model_or_folder)
     check_exportable(model)
+    if model.region_decoder is not None:
+        logger.warning(
+            "%s has a region decoder, which the HF LLaVA format cannot carry: the export never "
+            "writes <seg>, so its detect, ground, refer, segment and change_seg answers carry no "
+            "decoded geometry (use GeoAssist's own checkpoint for those)",
+            model.config.name,
+        )
     if isinstance(dtype, str):
         dtype = _DTYPES[dtype]
     llava = build_hf_llava(model, dtype=dtype)

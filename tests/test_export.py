@@ -316,3 +316,34 @@ def test_vllm_serves_the_export(tmp_path):
         vllm.SamplingParams(max_tokens=8, temperature=0.0),
     )
     assert outputs[0].outputs[0].token_ids
+
+
+def test_a_region_decoder_is_not_exported_and_seg_is_never_written(tmp_path, caplog):
+    """The documented behaviour (README, export --help): the LM exports exactly, the decoder does
+    not, and the exported model cannot write ``<seg>`` even where GeoAssist's would."""
+    from geoassist.config import RegionDecoderConfig
+    from geoassist.export import build_hf_llava, export_hf_llava
+
+    model = _variant(seed=2)
+    model.config.region_decoder = RegionDecoderConfig(width=16)
+    model._add_region_decoder(model.lm.get_input_embeddings().embedding_dim)
+    with torch.no_grad():
+        model.region_decoder.seg_bias.fill_(1e4)  # GeoAssist's model writes <seg> first
+    llava = build_hf_llava(model)
+    assert model.seg_token_id in llava.generation_config.suppress_tokens
+    ids, mask, pixels = _inputs(model)
+    with torch.no_grad():
+        ours = model(ids, pixels, mask).logits[..., : model.seg_column]
+        theirs = llava(input_ids=ids, pixel_values=pixels, attention_mask=mask).logits
+    real = mask.bool()
+    torch.testing.assert_close(theirs[..., : ours.shape[-1]][real], ours[real], atol=ATOL, rtol=RTOL)
+    assert model.generate(ids, mask, pixels, max_new_tokens=1)[0] == [model.seg_token_id]
+    generated = llava.generate(
+        input_ids=ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=4, do_sample=False
+    )[:, ids.shape[1] :]
+    assert model.seg_token_id not in generated.tolist()[0]
+    with caplog.at_level("WARNING", logger="geoassist.export"):
+        out = export_hf_llava(model, tmp_path / "hf")
+    assert "region decoder" in caplog.text
+    assert "region decoder" in (out / "README.md").read_text()
+    assert not list(out.glob("region_decoder*"))

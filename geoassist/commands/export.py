@@ -9,7 +9,10 @@ DESCRIPTION = """Convert CHECKPOINT (a checkpoint folder, preset or model name) 
 hf-llava: a transformers LlavaForConditionalGeneration folder (CLIP vision tower, LLaVA
 projector, the LM with LoRA merged) with its processor and chat template. It loads with plain
 transformers (no GeoAssist needed) and serves with vLLM. One RGB image per conversation; models
-with token pooling or a multispectral band adapter are refused with the reason."""
+with token pooling or a multispectral band adapter are refused with the reason. A model with a
+region decoder is exported without it: the exported model never writes <seg>, so its detect,
+ground, refer, segment and change_seg answers carry no decoded geometry (GeoAssist's own
+checkpoint keeps the decoder); its text answers are unchanged."""
 
 
 def register(subparsers) -> None:
