@@ -97,10 +97,10 @@ class _Progress:
     def line(self, elapsed: float) -> str:
         if self.total:
             return (
-                f"⏳ reading the scene in detail: {self.done} of {self.total} tiles · "
+                f"Working — reading the scene in detail: {self.done} of {self.total} tiles · "
                 f"{elapsed:.0f} s"
             )
-        return f"⏳ working… {elapsed:.0f} s"
+        return f"Working — {elapsed:.0f} s so far"
 
 
 @dataclass

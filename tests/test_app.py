@@ -463,3 +463,137 @@ def test_knowledge_store_answers_show_their_passages():
     messages = render.citation_messages(stream.answer, passage_for=lambda i: store.get(i).text)
     shown = {m["metadata"]["title"].split("]")[0].split("[")[1]: m["content"] for m in messages}
     assert shown["s2-b8"].startswith("B8 is the Sentinel-2 NIR band")
+
+
+# ------------------------------------------------------------ the analyst's issues
+
+
+def test_finished_answers_hold_no_tags_and_say_trouble_in_words():
+    answer = _answer(
+        text="Two buildings.</passage> <ref>pool</ref>",
+        parse_errors=["dropped <box> #1 '1,2': expected 4 numbers", "another"],
+        notes=["the oldest turn was left out to fit the model's context (the images are kept)"],
+        stopped=True,
+        coverage={"note": "read 4 of 16 tiles"},
+    )
+    text = render.final_text(answer)
+    assert "<" not in text.replace("&lt;", "") and "passage" not in text and "part(s)" not in text
+    assert "Two buildings." in text and "pool" in text
+    assert "were not in a form GeoAssist can draw" in text
+    assert "oldest turn was left out" in text and "read 4 of 16 tiles" in text
+    assert text.rstrip().endswith(render.STOPPED_NOTE)
+    one = render.final_text(_answer(text="ok", parse_errors=["x"]))
+    assert "Part of the model's answer" in one
+
+
+def test_auto_task_follows_the_prompt_and_the_inputs(engine):
+    from geoassist.app.engine import AUTO_TASK, infer_task
+
+    assert infer_task("How many buildings are there?", 1) == (
+        "vqa",
+        "How many buildings are there?",
+    )
+    assert infer_task("", 1) == ("caption", "")
+    assert infer_task("Describe the harbour", 1) == ("caption", "")
+    assert infer_task("find ships", 1) == ("detect", "ships")
+    assert infer_task("", 2) == ("change", "")
+    assert infer_task("What changed?", 2) == ("change", "")
+    assert infer_task("Were new roads built?", 2) == ("change_qa", "Were new roads built?")
+    assert infer_task("hello there", 1) == (None, "hello there")
+    assert infer_task("Which band is NIR?", 0) == (None, "Which band is NIR?")
+    assert infer_task("How many ships?", 1, has_kb=True) == (None, "How many ships?")
+    assert engine.task_choices()[0].task == AUTO_TASK and engine.task_for("Auto") == AUTO_TASK
+    request = engine.request([REPO / "examples" / "residential.png"], "", task=AUTO_TASK)
+    assert request.task == "caption"
+
+
+def test_index_composites_use_a_diverging_ramp_with_a_scale_bar(tmp_path):
+    from geoassist.app.inputs import INDEX_RAMPS, index_ramp, ramp_legend
+
+    values = np.array([[-1.0, 0.0, 1.0, np.nan]], np.float32)
+    rgb = index_ramp(values, "ndvi")
+    low, mid, high = INDEX_RAMPS["ndvi"]
+    assert [tuple(p) for p in rgb[0, :3]] == [low, mid, high] and tuple(rgb[0, 3]) == (0, 0, 0)
+    image = _s2_like()
+    shown, note = compose_rgb(image, BandChoice(composite="ndvi"))
+    assert shown.shape == (20, 30, 3) and "NDVI" in note and "ramp" in note
+    assert len({tuple(p) for p in shown.reshape(-1, 3)}) > 20  # colours, not one grey
+    legend = ramp_legend("ndwi")
+    assert "linear-gradient" in legend and "water" in legend and "−1" in legend
+    path = tmp_path / "s2.tif"
+    import rasterio
+
+    with rasterio.open(path, "w", driver="GTiff", width=30, height=20, count=12,
+                       dtype="uint16") as dst:  # fmt: skip
+        dst.write(np.moveaxis(image.array, 2, 0))
+        dst.descriptions = tuple(image.band_names)
+    look = make_quicklook(path, BandChoice(composite="ndvi"))
+    assert "linear-gradient" in look.legend
+    assert make_quicklook(path, BandChoice()).legend == ""
+
+
+def test_an_unnamed_four_band_stack_says_which_bands_are_shown():
+    image = Image(np.random.default_rng(0).integers(0, 4000, (8, 8, 4), dtype=np.uint16),
+                  [f"band_{i}" for i in range(1, 5)])  # fmt: skip
+    _, note = compose_rgb(image, BandChoice())
+    assert "bands 1, 2, 3 as red, green, blue" in note and "Bands" in note
+
+
+def test_messages_name_the_users_file_not_server_paths(tmp_path):
+    from geoassist.app.inputs import user_facing
+
+    staged = tmp_path / "geoassist-app-x" / "conv-y" / "scene.tif"
+    text = f"{staged} is not a GeoTIFF GeoAssist can read; also see {tmp_path}/other/x.png"
+    out = user_facing(text, {str(staged): "my scene.tif"}, [tmp_path])
+    assert out == "my scene.tif is not a GeoTIFF GeoAssist can read; also see x.png"
+
+
+def test_a_bomb_through_the_upload_path_is_refused_quickly_by_name(upload_dir, tmp_path):
+    from test_batch import _bomb_png
+
+    bomb = upload_dir / "bomb.png"
+    bomb.write_bytes(_bomb_png())
+    staged = stage_uploads([bomb], allowed_roots=[upload_dir], staging_root=tmp_path,
+                           max_images=4)  # fmt: skip
+    started = time.perf_counter()
+    with pytest.raises(InputError) as caught:
+        make_quicklook(staged.images[0])
+    assert time.perf_counter() - started < 5
+    message = str(caught.value)
+    assert "bomb.png" in message and "100000×100000" in message
+    assert str(tmp_path) not in message and str(upload_dir) not in message
+    notes = upload_dir / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(InputError, match="notes.txt is not an image GeoAssist reads"):
+        stage_uploads([notes], allowed_roots=[upload_dir], staging_root=tmp_path, max_images=4)
+
+
+def test_geometry_without_georeference_downloads_as_pixel_json(tmp_path):
+    from geoassist.app.inputs import Quicklook
+    from geoassist.app.ui import Session, StagingArea, _downloads
+
+    session = Session()
+    session.answer = _known_answer()
+    session.looks = [
+        Quicklook(np.zeros((100, 200, 3), np.uint8), 1.0, (200, 100), "x", "", (), False)
+    ]
+    session.turn = 1
+    files, _, rows = _downloads(session, StagingArea())
+    names = [Path(f).name for f in files]
+    assert names == ["geoassist-answer-1-pixels.json", "geoassist-answer-1.png"] and rows
+    record = json.loads(Path(files[0]).read_text())
+    assert record["boxes"][0]["box"] == [10, 10, 50, 40] and "pixels" in record["coordinates"]
+
+
+def test_timed_cancels_the_request_when_time_runs_out():
+    from geoassist.request import CancelToken
+
+    token = CancelToken()
+
+    def slow():
+        for i in range(100):
+            time.sleep(0.01)
+            yield str(i)
+
+    out = list(timed(slow(), timeout_s=0.03, cancel=token))
+    assert out[-1] == ("", True) and token.cancelled

@@ -174,7 +174,7 @@ def _send_and_finish(page, knobs: Knobs, prompt: str | None = None) -> str:
         """() => {
             const bots = document.querySelectorAll('#ga-chat [data-testid="bot"]');
             const last = bots.length ? bots[bots.length - 1].innerText.trim() : '';
-            return last && !last.endsWith('…') && !last.includes('⏳');
+            return last && !last.endsWith('…') && !last.includes('Working —');
         }"""
     )
     return page.locator('#ga-chat [data-testid="bot"]').last.inner_text()
@@ -316,7 +316,7 @@ def test_a_large_scene_shows_tiles_done_and_elapsed_time(page, served, shots, tm
     finally:
         knobs.delay, knobs.full_budget = 0.0, False
     final = page.locator('#ga-chat [data-testid="bot"]').last.inner_text()
-    assert "⏳" not in final and "tiles" in final
+    assert "Working —" not in final and "tiles" in final
 
 
 def test_narrow_layout_keeps_the_prompt_and_send_in_view(browser, served, shots):
