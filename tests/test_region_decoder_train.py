@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from geoassist.config import RegionDecoderConfig, load_preset
+from geoassist.errors import ConfigError
 from geoassist.formats import box_iou
 
 SQUARE = (4.0, 12.0, 20.0, 28.0)  # x1, y1, x2, y2 of the bright square in the 32 px image
@@ -150,3 +151,30 @@ def test_tiny_model_answers_detect_and_segment_with_geometry(records, tmp_path):
     # the history with <seg> renders back into the same token for a follow-up
     follow = assistant.ask(image, "ships", task="detect", history=found.history, max_new_tokens=24)
     assert follow.boxes
+
+
+def test_stage2_entry_point_adds_trains_and_saves_the_decoder(tmp_path, records, monkeypatch):
+    import geoassist.train.trainer as trainer
+    from geoassist.checkpoint import load_checkpoint
+    from geoassist.model.region_decoder import REGION_DECODER_FILE
+    from geoassist.train.config import config_from_dict
+    from geoassist.train.data import Sample
+
+    root, recs = records
+    monkeypatch.setattr(trainer, "load_samples", lambda *a, **k: [Sample(r, root) for r in recs])
+    config = config_from_dict({
+        "stage": 2, "model": "tiny", "out_dir": str(tmp_path / "run"), "data": {"train": ["toy"]},
+        "optim": {"max_steps": 8, "batch_size": 4, "lr": 3e-3, "warmup_steps": 1},
+        "stage2": {"region_decoder": {"width": 16}}, "save_every": 8, "log_every": 1, "seed": 0,
+    })  # fmt: skip
+    result = trainer.train(config)
+    losses = [loss for _, loss in result.losses]
+    assert all(np.isfinite(losses)) and np.mean(losses[-2:]) < np.mean(losses[:2])
+    final = tmp_path / "run" / "final"
+    assert (final / REGION_DECODER_FILE).is_file()
+    model = load_checkpoint(final)
+    assert model.region_decoder is not None and model.tokenizer.convert_tokens_to_ids("<seg>") == model.seg_token_id
+    packed = config_from_dict({**config.to_dict(), "stage2": {"region_decoder": {"width": 16}, "packing": True},
+                               "out_dir": str(tmp_path / "packed")})  # fmt: skip
+    with pytest.raises(ConfigError, match="packing"):
+        trainer.train(packed)
