@@ -235,15 +235,21 @@ def stage_loss(stage: int, module: StageModule, batch: dict) -> tuple[torch.Tens
         # nothing supervised (e.g. one record whose answer the truncation cut off): a zero loss,
         # not the NaN of a mean over no tokens, which would poison the weights
         return torch.zeros((), device=batch["labels"].device, requires_grad=True), batch["input_ids"].shape[0]
+    pixels, features = batch["pixel_values"], batch.get("vision_features")  # a frozen tower's cached output
+    with_regions = module.model.region_decoder is not None and any(batch.get("regions") or [])
+    if with_regions and features is None and pixels is not None:
+        # the tower runs once for the LM and the region decoder
+        features, pixels = module.model.vision(pixels), None
+        batch = {**batch, "vision_features": features}
     out = module.model(
         batch["input_ids"],
-        batch["pixel_values"],
+        pixels,
         batch["attention_mask"],
         batch["labels"],
         return_logits=False,
-        vision_features=batch.get("vision_features"),  # a frozen tower's cached output
+        vision_features=features,
     )
-    if module.model.region_decoder is not None and batch.get("regions"):
+    if with_regions:
         from geoassist.train.region_data import region_batch_loss
 
         regions = region_batch_loss(module.model, batch, out.seg_hidden)
