@@ -597,3 +597,59 @@ def test_timed_cancels_the_request_when_time_runs_out():
 
     out = list(timed(slow(), timeout_s=0.03, cancel=token))
     assert out[-1] == ("", True) and token.cancelled
+
+
+def test_shorten_history_drops_earlier_passages_then_the_oldest_turns_keeping_images():
+    from geoassist.chat import shorten_history
+    from geoassist.rag.context import CONTEXT_CLOSE, CONTEXT_NOTE, CONTEXT_OPEN
+
+    block = f'{CONTEXT_NOTE}\n{CONTEXT_OPEN}\n<passage id="a">text</passage>\n{CONTEXT_CLOSE}'
+    history = [
+        {"role": "user", "content": f"<image><image>\n[knowledge] {block}Question: one?"},
+        {"role": "assistant", "content": "first [a]"},
+        {"role": "user", "content": "two?"},
+        {"role": "assistant", "content": "second"},
+    ]
+    shorter, kind = shorten_history(history)
+    assert kind == "passages" and "<passage" not in shorter[0]["content"]
+    assert (
+        shorter[0]["content"].startswith("<image><image>")
+        and "Question: one?" in shorter[0]["content"]
+    )
+    shorter, kind = shorten_history(shorter)
+    assert kind == "turn" and [m["content"] for m in shorter] == ["<image><image>\ntwo?", "second"]
+    shorter, kind = shorten_history(shorter)
+    assert kind == "turn" and shorter == []
+    assert shorten_history([]) is None
+
+
+def test_a_long_chat_leaves_out_old_turns_instead_of_failing(png_path, capsys, monkeypatch):
+    import io
+
+    from geoassist.cli import main
+    from geoassist.config import load_preset
+
+    # A context with room for one turn of this chat, not for three.
+    config = load_preset("tiny")
+    original = config.lm.max_context
+    monkeypatch.setattr(
+        "geoassist.config.load_preset",
+        lambda name, *a, **k: _short_context(load_preset(name, *a, **k), 330),
+    )
+    question = "Describe the roads and the buildings near the river in detail please"
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{question}\n" * 4 + "/quit\n"))
+    assert main(["chat", str(png_path), "--model", "tiny", "--max-new-tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("geoassist> ") == 4 and "error" not in out
+    assert "left out to fit the model's context" in out
+    assert config.lm.max_context == original
+
+
+def _short_context(config, tokens: int):
+    config.lm.max_context = tokens
+    return config
+
+
+@pytest.fixture
+def png_path(tmp_path) -> Path:
+    return _png(tmp_path / "scene.png")

@@ -315,4 +315,6 @@ def run_chat(args) -> int:
             continue
         last = stream.answer
         _print_sources(last)
+        for note in last.notes:  # e.g. the oldest turns left out to fit the context
+            print(f"({note})")
         history = last.history
