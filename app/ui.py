@@ -76,6 +76,10 @@ footer {display: none !important;}
 }
 """
 
+# Images with a longer side than this are said to be looked over first while the overview of a
+# large scene is read and answered (the tile count follows once tiles are answered).
+LARGE_SIDE = 1024
+
 # Answers being generated, by browser session: Stop cancels the session's token.
 _RUNNING: dict[str, Any] = {}
 _RUNNING_LOCK = threading.Lock()
@@ -88,8 +92,9 @@ def _session_key(request: Any) -> str:
 class _Progress:
     """The planner's ``progress(done, total)``, read by the page while an answer is worked on."""
 
-    def __init__(self) -> None:
+    def __init__(self, scene: tuple[int, int] | None = None) -> None:
         self.done = self.total = 0
+        self.scene = scene  # the last image's size when it is large enough to be read in tiles
 
     def __call__(self, done: int, total: int) -> None:
         self.done, self.total = int(done), int(total)
@@ -100,6 +105,9 @@ class _Progress:
                 f"Working — reading the scene in detail: {self.done} of {self.total} tiles · "
                 f"{elapsed:.0f} s"
             )
+        if self.scene is not None:
+            w, h = self.scene
+            return f"Working — looking over the whole {w}×{h} scene first · {elapsed:.0f} s"
         return f"Working — {elapsed:.0f} s so far"
 
 
@@ -292,6 +300,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                             value=AUTO,
                             label="Composite",
                             scale=2,
+                            elem_id="ga-composite",
                         )
                         bands = gr.Textbox(
                             label="Or bands (R,G,B)", placeholder="e.g. 4,3,2", scale=2
@@ -563,7 +572,8 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
             session.chat.append({"role": "assistant", "content": "…"})
             yield session.chat, "", skip, skip, skip, skip, skip, session
             look = session.looks[-1] if session.looks else None
-            cancel, progress = CancelToken(), _Progress()
+            large = look is not None and max(look.size) > LARGE_SIDE
+            cancel, progress = CancelToken(), _Progress(look.size if large else None)
             key = _session_key(request)
             with _RUNNING_LOCK:
                 _RUNNING[key] = cancel

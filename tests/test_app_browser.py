@@ -338,3 +338,42 @@ def test_narrow_layout_keeps_the_prompt_and_send_in_view(browser, served, shots)
         page.screenshot(path=str(shots / "app-narrow.png"))
     finally:
         page.close()
+
+
+def test_index_composite_shows_a_ramp_and_a_scale_bar_and_unnamed_bands_say_what_is_shown(
+    page, served, shots, tmp_path
+):
+    import rasterio
+
+    names = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
+    y, x = np.mgrid[0:200, 0:200]
+    bands = np.full((len(names), 200, 200), 800, np.uint16)
+    bands[3] = 300 + 10 * x  # red rises to the east
+    bands[7] = 2300 - 10 * x  # near-infrared falls: vegetation west, bare east
+    bands[2] = 600 + 5 * y
+    s2 = tmp_path / "s2_stack.tif"
+    with rasterio.open(s2, "w", driver="GTiff", width=200, height=200, count=len(names),
+                       dtype="uint16") as dst:  # fmt: skip
+        dst.write(bands)
+        dst.descriptions = tuple(names)
+    _new_conversation(page)
+    _upload(page, s2)
+    _info(page, "s2_stack.tif")
+    page.locator("#ga-composite input").click()
+    page.get_by_role("option", name="NDVI", exact=True).click()
+    page.locator("#ga-legend", has_text="vegetation").wait_for()
+    _info(page, "NDVI")
+    legend = page.locator("#ga-legend .ga-ramp").evaluate("el => el.style.background")
+    assert "linear-gradient" in legend
+    page.screenshot(path=str(shots / "app-ndvi.png"), full_page=True)
+    page.locator("#ga-composite input").click()
+    page.get_by_role("option", name="auto", exact=True).click()
+    page.wait_for_function("() => !document.querySelector('#ga-legend').innerText.trim()")
+
+    unnamed = tmp_path / "stack4.tif"
+    with rasterio.open(unnamed, "w", driver="GTiff", width=64, height=64, count=4,
+                       dtype="uint16") as dst:  # fmt: skip
+        dst.write(bands[[1, 2, 3, 7], :64, :64])
+    _upload(page, unnamed)
+    info = _info(page, "stack4.tif")
+    assert "bands 1, 2, 3 as red, green, blue" in info
