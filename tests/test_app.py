@@ -653,3 +653,29 @@ def _short_context(config, tokens: int):
 @pytest.fixture
 def png_path(tmp_path) -> Path:
     return _png(tmp_path / "scene.png")
+
+
+def test_a_stray_context_tag_never_ends_an_answer_on_any_face(monkeypatch):
+    import torch
+    from conftest import build_tiny
+
+    from geoassist.assistant import Assistant
+
+    model = build_tiny()
+    text = "The river flows north.</passage> <|im_end|>"
+    ids = model.tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids
+
+    def steps(input_ids, *args, **kwargs):
+        for t in [*ids, model.end_token_id]:
+            yield torch.full((input_ids.shape[0],), t)
+
+    monkeypatch.setattr(model, "generate_steps", steps)
+    assistant = Assistant(model)
+    image = np.full((40, 40, 3), 90, np.uint8)
+    for answer in (
+        assistant.ask(image, "Which way does the river flow?"),
+        assistant.ask(None, "Which way does the river flow?"),
+        assistant.ask_batch([{"image": image, "prompt": "Where?"}])[0],
+    ):
+        assert answer.text == "The river flows north.", answer.text
+        assert "</passage>" in answer.raw  # what the model said is kept as it was
