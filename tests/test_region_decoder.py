@@ -314,3 +314,20 @@ def test_pairs_decode_from_both_images():
         single = decode_regions(model, b, hidden)["mask"]
     assert not torch.allclose(pair, other) and not torch.allclose(pair, single)
     assert np.isfinite(pair.numpy()).all()
+
+
+def test_decoding_after_generation_reuses_the_towers_output():
+    model = build_decoder_model()
+    calls = []
+    model.vision.register_forward_hook(lambda *_: calls.append(1))
+    n = model.config.num_image_tokens
+    prompt = render(conversation("")[:2], model.tokenizer, num_image_tokens=n, add_generation_prompt=True)
+    pixels = torch.randn(1, 3, 32, 32)
+    model.generate(torch.tensor([prompt.input_ids]), pixel_values=pixels, max_new_tokens=2)
+    hidden = torch.randn(1, model.region_decoder.lm_dim)
+    with torch.no_grad():
+        reused = decode_regions(model, pixels, hidden)
+        assert len(calls) == 1
+        fresh = decode_regions(model, pixels.clone(), hidden)  # other images: the tower runs
+    assert len(calls) == 2
+    assert torch.allclose(reused["mask"], fresh["mask"], atol=1e-5)

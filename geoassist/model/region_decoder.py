@@ -235,6 +235,9 @@ def scene_maps(
             "the region decoder's conv8 path reads the pixels; give pixel_values (turn "
             "stage2.feature_cache off, or use region_decoder.feature_path 'tokens')"
         )
+    memo = getattr(model, "_tower_memo", None)
+    if vision_features is None and memo is not None and memo[0] is pixel_values:
+        vision_features = memo[1]  # the tower's output from the generation that wrote the tokens
     tokens = vision_features if vision_features is not None else model.vision(pixel_values)
     if pixel_values is not None:
         rgb = model.vision.adapt(pixel_values)

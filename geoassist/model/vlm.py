@@ -246,6 +246,10 @@ class GeoAssistModel(nn.Module):
             features = vision_features.to(self.projector_dtype)
         else:
             features = self.vision(pixel_values)
+            if self.region_decoder is not None and not torch.is_grad_enabled():
+                # the decoder reads these images' tower output after generation: keep it
+                # (matched by identity, so another request's images never use it)
+                self._tower_memo = (pixel_values, features)
         return self.projector(features, temporal_index.to(features.device))
 
     @property
