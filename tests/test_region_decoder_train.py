@@ -153,7 +153,7 @@ def test_tiny_model_answers_detect_and_segment_with_geometry(records, tmp_path):
     assert follow.boxes
 
 
-def test_stage2_entry_point_adds_trains_and_saves_the_decoder(tmp_path, records, monkeypatch):
+def test_stage2_entry_point_adds_trains_and_saves_the_decoder(tmp_path, records, monkeypatch, caplog):
     import geoassist.train.trainer as trainer
     from geoassist.checkpoint import load_checkpoint
     from geoassist.model.region_decoder import REGION_DECODER_FILE
@@ -165,14 +165,23 @@ def test_stage2_entry_point_adds_trains_and_saves_the_decoder(tmp_path, records,
     config = config_from_dict({
         "stage": 2, "model": "tiny", "out_dir": str(tmp_path / "run"), "data": {"train": ["toy"]},
         "optim": {"max_steps": 8, "batch_size": 4, "lr": 3e-3, "warmup_steps": 1},
-        "stage2": {"region_decoder": {"width": 16}}, "save_every": 8, "log_every": 1, "seed": 0,
+        "stage2": {"region_decoder": {"width": 16}, "region_pretrain_steps": 3},
+        "save_every": 8, "log_every": 1, "seed": 0,
     })  # fmt: skip
+    caplog.set_level("INFO", logger="geoassist.train.trainer")
     result = trainer.train(config)
+    assert any("region decoder pretrained for 3 steps" in m for m in caplog.messages)
+    # the pretraining trains the decoder alone, then the stage's own choice comes back
+    import re
+
+    line = next(m for m in caplog.messages if m.startswith("stage 2:") and "trainable" in m)
+    n_trainable = int(re.search(r"(\d+) trainable", line).group(1))
     losses = [loss for _, loss in result.losses]
     assert all(np.isfinite(losses)) and np.mean(losses[-2:]) < np.mean(losses[:2])
     final = tmp_path / "run" / "final"
     assert (final / REGION_DECODER_FILE).is_file()
     model = load_checkpoint(final)
+    assert n_trainable > sum(p.numel() for p in model.region_decoder.parameters()) + 1000
     assert model.region_decoder is not None and model.tokenizer.convert_tokens_to_ids("<seg>") == model.seg_token_id
     packed = config_from_dict({**config.to_dict(), "stage2": {"region_decoder": {"width": 16}, "packing": True},
                                "out_dir": str(tmp_path / "packed")})  # fmt: skip

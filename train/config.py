@@ -166,10 +166,14 @@ class Stage2Args:
     region_decoder: dict[str, Any] | None = None
     # The region decoder's loss (train/region_loss.py) beside the LM's, on records with geometry.
     region_loss_weight: float = 1.0
+    # Steps of the decoder's own phrase-conditioned pretraining before stage 2 (the LM frozen
+    # and unsupervised, only the decoder learns; train/region_stage.py); 0 skips it.
+    region_pretrain_steps: int = 0
 
     def __post_init__(self) -> None:
         _check(self.train_vision_blocks >= 0, "stage2.train_vision_blocks must be >= 0")
         _check(self.region_loss_weight >= 0, "stage2.region_loss_weight must be >= 0")
+        _check(self.region_pretrain_steps >= 0, "stage2.region_pretrain_steps must be >= 0")
 
 
 @dataclass

@@ -58,9 +58,10 @@ def pretrain_region_decoder(
     model, dataset, *, steps: int, batch_size: int = 4, lr: float = 1e-3, seed: int = 0
 ) -> list[float]:
     """Train only the region decoder on ``dataset`` (a :func:`region_dataset`) for ``steps`` steps
-    of ``batch_size`` samples that carry regions; returns the decoder loss of each step."""
+    of ``batch_size`` samples that carry regions; returns the decoder loss of each step. Which
+    parameters train is restored afterwards."""
     from geoassist.train.data import collate_conversations
-    from geoassist.train.region_data import collate_with_regions, region_batch_loss
+    from geoassist.train.region_data import collate_with_regions
 
     indices = [i for i in range(len(dataset)) if dataset._form(i) is not None and dataset._form(i)[1]]
     if not indices:
@@ -68,8 +69,19 @@ def pretrain_region_decoder(
 
         raise ConfigError("no record of this data carries geometry for the region decoder")
     collate = collate_with_regions(collate_conversations(model.pad_token_id))
+    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     model.requires_grad_(False)
     model.region_decoder.requires_grad_(True)
+    try:
+        return _pretrain_steps(model, dataset, indices, collate, steps, batch_size, lr, seed)
+    finally:  # the stage's own choice of trainable parameters comes back
+        for name, p in model.named_parameters():
+            p.requires_grad = trainable[name]
+
+
+def _pretrain_steps(model, dataset, indices, collate, steps, batch_size, lr, seed) -> list[float]:
+    from geoassist.train.region_data import region_batch_loss
+
     optimizer = torch.optim.AdamW(model.region_decoder.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []

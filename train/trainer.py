@@ -279,6 +279,19 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
         dataset, collate_fn = stage0_dataset(config, model, module.dense, stage0_sources), collate_stage0
     else:
         dataset, collate_fn = _datasets(config, model)
+    if config.stage == 2 and config.stage2.region_pretrain_steps and model.region_decoder is not None:
+        if resume and latest_checkpoint(out_dir) is not None:
+            logger.info("region decoder pretraining skipped: the run resumes from a checkpoint")
+        else:
+            from geoassist.train.region_stage import pretrain_region_decoder
+
+            losses = pretrain_region_decoder(
+                model, dataset, steps=config.stage2.region_pretrain_steps,
+                batch_size=config.optim.batch_size, seed=config.seed,
+            )  # fmt: skip
+            if losses:
+                logger.info("region decoder pretrained for %d steps: loss %.4g -> %.4g",
+                            len(losses), losses[0], losses[-1])  # fmt: skip
     val_dataset = _validation_dataset(config, model) if stage0_sources is None else None
     if config.stage == 2 and config.stage2.feature_cache:
         _use_feature_cache(config, model, [d for d in (dataset, val_dataset) if d is not None], accelerator)
