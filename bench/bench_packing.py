@@ -1,10 +1,11 @@
 """Stage 2's supervised answer tokens per CPU-second: one record per sequence, packed multi-turn
 conversations, and packed conversations over cached tower features.
 
-    python bench/bench_packing.py [--model geoassist-mini] [--scenes 16] [--steps 4] [--batch 4]
+    python bench/bench_packing.py [--model geoassist-mini] [--scenes 12] [--steps 2] [--batch 2]
 
-All three run in this process on the same GeoSynth recipe output and the same model, with the
-stage-2 trainable set (LoRA + projector): each step loads and renders its batch (images decoded,
+All three run in this process on the same answers — the records of a seeded choice of packed
+conversations, once one record per sequence and once as those conversations — with the same
+model and its stage-2 trainable set (LoRA + projector): each step loads and renders its batch (images decoded,
 or cached features read), runs forward and backward and an optimizer step, as the trainer does
 with ``num_workers: 0``. The CPU time of those steps (all threads, ``time.process_time``) is the
 cost; the supervised answer tokens of the batches (labels that are not -100, after the shift)
@@ -27,19 +28,14 @@ import torch
 BASELINE = "one-record"
 
 
-def _steps(name: str, dataset, collate, module, optimizer, steps: int, batch: int, seed: int) -> dict:
+def _run(name: str, dataset, batches: list[list[int]], collate, module, optimizer) -> dict:
     from geoassist.train.stages import stage_loss
 
-    order = list(range(len(dataset)))
-    random.Random(seed).shuffle(order)
-    needed = (steps + 1) * batch
-    order = (order * (needed // max(1, len(order)) + 1))[:needed]
     tokens = sequences = padded = 0
     cpu = wall = 0.0
-    for step in range(steps + 1):  # the first step warms up and is not counted
+    for step, indices in enumerate([batches[0], *batches]):  # a warm-up step, not counted
         c0, w0 = time.process_time(), time.perf_counter()
-        items = [dataset[i] for i in order[step * batch : (step + 1) * batch]]
-        data = collate(items)
+        data = collate([dataset[i] for i in indices])
         loss, _ = stage_loss(2, module, data)
         loss.backward()
         optimizer.step()
@@ -54,6 +50,7 @@ def _steps(name: str, dataset, collate, module, optimizer, steps: int, batch: in
         padded += data["input_ids"].numel()
     return {
         "mode": name,
+        "steps": len(batches),
         "supervised_tokens": tokens,
         "sequences": sequences,
         "tokens_per_sequence": padded / max(sequences, 1),
@@ -68,10 +65,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="geoassist-mini", help="published name, preset or folder")
     parser.add_argument("--data", help="a GeoSynth recipe output (default: built here from --scenes)")
-    parser.add_argument("--scenes", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=4, help="counted steps per mode (after one warm-up)")
-    parser.add_argument("--batch", type=int, default=4, help="sequences per step")
-    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--scenes", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=2, help="packed steps (after one warm-up); the one-record layout trains on the same answers")
+    parser.add_argument("--batch", type=int, default=2, help="sequences per step")
+    parser.add_argument("--max-length", type=int, default=576, help="the preset's stage-2 data.max_length")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
 
@@ -106,9 +103,15 @@ def main() -> None:
     collate = collate_conversations(model.pad_token_id)
     common = {"max_length": args.max_length}
 
-    one = ConversationDataset(samples, model.config, model.tokenizer, captions_only=False, **common)
     packed = PackedConversationDataset(samples, model.config, model.tokenizer, seed=0, **common)
     cached = PackedConversationDataset(samples, model.config, model.tokenizer, seed=0, **common)
+    # The same answers in both layouts: the records of a seeded choice of conversations, once
+    # as those conversations and once one record per sequence.
+    chosen = random.Random(1).sample(range(len(packed)), min(len(packed), args.steps * args.batch))
+    records = [s for c in chosen for s in packed.conversations[c].samples]
+    one = ConversationDataset(records, model.config, model.tokenizer, captions_only=False, **common)
+    packed_batches = [chosen[i : i + args.batch] for i in range(0, len(chosen), args.batch)]
+    one_batches = [list(range(i, min(i + args.batch, len(one)))) for i in range(0, len(one), args.batch)]
     cache = FeatureCache(tmp / "features", model.vision, model.config.preprocess)
     digests = digests_of(image_files(samples))
     c0 = time.process_time()
@@ -117,16 +120,16 @@ def main() -> None:
     cached.images.use_cache(cache, digests)
 
     rows = [
-        _steps(BASELINE, one, collate, module, optimizer, args.steps, args.batch, seed=1),
-        _steps("packed", packed, collate, module, optimizer, args.steps, args.batch, seed=1),
-        _steps("packed+cached", cached, collate, module, optimizer, args.steps, args.batch, seed=1),
+        _run(BASELINE, one, one_batches, collate, module, optimizer),
+        _run("packed", packed, packed_batches, collate, module, optimizer),
+        _run("packed+cached", cached, packed_batches, collate, module, optimizer),
     ]
     base = rows[0]["tokens_per_cpu_s"]
     print(
         f"model {args.model}, {len(samples)} records of {len(digests)} images "
         f"({len(packed)} packed conversations, {len(samples) / len(packed):.1f} answers each), "
         f"batch {args.batch}, max_length {args.max_length}, {torch.get_num_threads()} threads, "
-        f"{args.steps} counted steps per mode"
+        f"the {len(records)} answers of {len(chosen)} conversations in each layout"
     )
     print(f"{'mode':<15} {'sup. tokens':>11} {'seq len':>8} {'CPU s':>8} {'tokens/CPU-s':>13} {'ratio':>6} {'tokens/wall-s':>14}")
     for r in rows:
