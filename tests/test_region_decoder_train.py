@@ -148,6 +148,15 @@ def test_tiny_model_answers_detect_and_segment_with_geometry(records, tmp_path):
     assert assistant.ask(image, "the plane", task="refer", max_new_tokens=24).text.lower().startswith("none")
     # a decoded answer serialises as any other
     assert len(json.loads(found.to_json())["boxes"]) == len(found.boxes)
+    # batches (geoassist batch, eval predictions) and streams decode the same way
+    batched = assistant.ask_batch([{"image": image, "prompt": "ships", "task": "detect"},
+                                   {"image": image, "prompt": "all ships", "task": "segment"}],
+                                  max_new_tokens=24)  # fmt: skip
+    assert batched[0].raw == found.raw and len(batched[1].masks) == 1
+    stream = assistant.ask(image, "ships", task="detect", max_new_tokens=24, stream=True)
+    shown = "".join(stream)  # the pieces are the text as it comes; <seg> itself is not shown
+    assert "<seg>" not in shown
+    assert stream.answer.raw == found.raw
     # the history with <seg> renders back into the same token for a follow-up
     follow = assistant.ask(image, "ships", task="detect", history=found.history, max_new_tokens=24)
     assert follow.boxes
