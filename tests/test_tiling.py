@@ -24,7 +24,7 @@ from scipy import ndimage
 from geoassist import formats
 from geoassist.assistant import Answer, AnswerStream, Assistant
 from geoassist.io import Image
-from geoassist.large.sources import RasterSource, _RasterioSource
+from geoassist.large.sources import RasterSource
 
 TRANSFORM = Affine(0.5, 0, 500_000.0, 0, -0.5, 4_100_000.0)  # 0.5 m, UTM 33N
 CRS_UTM = CRS.from_epsg(32633)
@@ -185,13 +185,13 @@ def test_whole_raster_is_never_read_at_full_resolution(assistant, tmp_path, monk
     array, _, _ = _scene(width=1500, height=1200, n=40)
     path = _write(tmp_path / "big.tif", array, compress="deflate")
     reads = []
-    original = _RasterioSource._read
+    original = RasterSource._read
 
     def spy(self, window, out_size):
         reads.append((window, out_size))
         return original(self, window, out_size)
 
-    monkeypatch.setattr(_RasterioSource, "_read", spy)
+    monkeypatch.setattr(RasterSource, "_read", spy)
     answer = assistant.ask(path, "squares", task="detect", max_tiles=16, tiling=OPTIONS)
     assert answer.coverage["tiles_read"] == 16
     assert max(w * h for _, (w, h) in reads) <= 1024 * 1024  # the overview is the largest read
@@ -267,7 +267,7 @@ def test_region_on_a_large_scene_reads_one_window(assistant, tmp_path):
 
 
 def test_sixteen_bit_multiband_scene_uses_one_stretch(assistant, tmp_path):
-    from geoassist.large.sources import _EncoderInput
+    from geoassist.preprocess import EncoderInput
     from geoassist.sensors import compute_stretch, make_composite
 
     array, _, _ = _scene(n=20, seed=11)
@@ -281,7 +281,7 @@ def test_sixteen_bit_multiband_scene_uses_one_stretch(assistant, tmp_path):
     assert answer.coverage["tiles_read"] == 4 and answer.image_size == (448, 352)
     with RasterSource.open(path) as source:
         overview = source.overview(1024)
-        encode = _EncoderInput(assistant.config.preprocess, overview, sensor="s2-l2a")
+        encode = EncoderInput(assistant.config.preprocess, overview, sensor="s2-l2a")
         whole = Image(ms, ["B04", "B03", "B02", "B08"])
         limits = compute_stretch(whole, [0, 1, 2])
         expected = make_composite(whole, "s2-l2a", stretch=limits)

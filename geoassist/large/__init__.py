@@ -1,6 +1,6 @@
 """Large scenes: windowed reading, tiling at the model's GSD, coarse-to-fine tile choice, merging.
 
-- :mod:`~geoassist.large.sources`: raster sources read window by window, and the encoder's input;
+- :mod:`~geoassist.large.sources`: raster sources read window by window;
 - :mod:`~geoassist.large.plan`: the tile grid, tile scores and the choice of tiles;
 - :mod:`~geoassist.large.merge`: geometry merging, mask mosaics, text and count merging;
 - :mod:`~geoassist.large.answer`: the planner that answers a large scene through the single-image core;

@@ -57,7 +57,8 @@ from geoassist.large.plan import (
     text_relevance,
     tile_size_px,
 )
-from geoassist.large.sources import RasterSource, _EncoderInput
+from geoassist.large.sources import RasterSource
+from geoassist.preprocess import EncoderInput
 from geoassist.request import AskRequest, ImageOptions, TilingOptions
 from geoassist.tasks import merge_rule
 
@@ -95,7 +96,7 @@ def answer_large(core: Core, source: RasterSource, request: AskRequest) -> Answe
     grid = plan_tiles(source.width, source.height, tile_px, overlap_px)
     overview = source.overview(max(options.overview_max_side, size))
     opts = request.image_options
-    encoder_input = _EncoderInput(
+    encoder_input = EncoderInput(
         config.preprocess, overview, bands=list(opts.bands) if opts.bands is not None else None,
         sensor=opts.sensor, composite=opts.composite,
     )  # fmt: skip
@@ -249,7 +250,7 @@ def _answer_tiles(
     chosen: list[int],
     base: AskRequest,
     options: TilingOptions,
-    encoder_input: _EncoderInput,
+    encoder_input: EncoderInput,
     size: int,
     progress: Callable[[int, int], None] | None,
 ) -> tuple[dict[int, Answer], dict[int, tuple[int, int]], dict[int, AskRequest]]:
@@ -404,7 +405,7 @@ def _answer_region(
     source: RasterSource,
     request: AskRequest,
     base: AskRequest,
-    encoder_input: _EncoderInput,
+    encoder_input: EncoderInput,
 ) -> Answer:
     """The region task on a large scene: one window around the region, read at full resolution."""
     size = core.config.preprocess.image_size

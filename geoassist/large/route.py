@@ -21,7 +21,8 @@ from geoassist.answer import Answer
 from geoassist.errors import GeoAssistError
 from geoassist.large.answer import Core, answer_large
 from geoassist.large.plan import needs_tiling, tile_size_px
-from geoassist.large.sources import RasterSource, _is_gdal_name
+from geoassist.large.sources import RasterSource
+from geoassist.raster.opening import is_gdal_name
 from geoassist.request import AskRequest, TilingOptions
 
 __all__ = ["LargeScene", "answer_scene", "large_scene"]
@@ -89,7 +90,7 @@ def _is_large_candidate(item: Any) -> bool:
         return True
     if isinstance(item, (str, Path)):
         text = str(item)
-        if isinstance(item, str) and _is_gdal_name(text):
+        if isinstance(item, str) and is_gdal_name(text):
             return True
         return Path(text).expanduser().is_dir() or Path(text).expanduser().is_file()
     return False
@@ -105,7 +106,7 @@ def _size_of(item: Any) -> tuple[int, int] | None:
             return item.shape[2], item.shape[1]
         return (item.shape[1], item.shape[0]) if item.ndim >= 2 else None
     text = str(item)
-    if (isinstance(item, str) and _is_gdal_name(text)) or Path(text).expanduser().is_dir():
+    if (isinstance(item, str) and is_gdal_name(text)) or Path(text).expanduser().is_dir():
         return None  # always goes through a RasterSource
     try:
         return read_header(item).size

@@ -18,8 +18,6 @@ import rasterio
 
 from geoassist.geo import Georef
 from geoassist.io import DEFAULT_MAX_PIXELS, Image, RasterReader, open_raster
-from geoassist.preprocess import EncoderInput
-from geoassist.raster.opening import is_gdal_name
 
 __all__ = ["GDAL_CACHE_MB", "RasterSource"]
 
@@ -135,9 +133,3 @@ class RasterSource:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-# Names the large-scene modules and their tests use.
-_is_gdal_name = is_gdal_name
-_EncoderInput = EncoderInput
-_RasterioSource = _BandStackSource = _ArraySource = RasterSource
