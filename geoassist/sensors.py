@@ -69,7 +69,6 @@ __all__ = [
     "sensor_for",
     "spectral_index",
     "band_statistics",
-    "prepare_for_encoder",  # noqa: F822 - defined lazily by __getattr__
     "find_band_files",
     "load_band_files",
 ]
@@ -84,10 +83,6 @@ def __getattr__(name: str) -> Any:
         from geoassist.raster.bandstack import BandStack
 
         return BandStack
-    if name == "prepare_for_encoder":
-        from geoassist.preprocess import prepare_for_encoder
-
-        return prepare_for_encoder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -13,6 +13,7 @@ from rasterio.crs import CRS
 
 from geoassist.errors import BandMismatchError, ConfigError
 from geoassist.io import Image, load_image, read_header
+from geoassist.preprocess import prepare_for_encoder
 from geoassist.sensors import (
     SENSORS,
     BandStack,
@@ -23,7 +24,6 @@ from geoassist.sensors import (
     get_sensor,
     load_band_files,
     make_composite,
-    prepare_for_encoder,
     select_bands,
     spectral_index,
 )
