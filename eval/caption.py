@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from geoassist.errors import GeoAssistError
+from geoassist.extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -25,16 +26,12 @@ METRIC_NAMES = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CI
 
 
 class CaptionMetricsError(GeoAssistError):
-    """The caption toolkit cannot run here (no Java, or pycocoevalcap missing)."""
+    """The caption toolkit cannot run here (no Java; a missing pycocoevalcap raises
+    :class:`~geoassist.extras.MissingExtraError`)."""
 
 
 def _require_toolkit() -> None:
-    try:
-        import pycocoevalcap  # noqa: F401
-    except ModuleNotFoundError:
-        raise CaptionMetricsError(
-            "caption metrics need pycocoevalcap: pip install 'pycocoevalcap>=1.2'"
-        ) from None
+    require("pycocoevalcap", "eval", "caption metrics")
     if shutil.which("java") is None:
         raise CaptionMetricsError(
             "caption metrics need Java for the PTB tokenizer and METEOR: install a JRE "

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from geoassist.extras import MissingExtraError, require
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["write_outputs", "to_json_safe", "render_markdown"]
@@ -296,12 +298,11 @@ def _plot_ious(ious: list[float], path: Path, title: str) -> bool:
 
 def _plots(out: Path, report: dict[str, Any], plot_data: dict[str, Any]) -> list[str]:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=True)
-    except ImportError:
-        logger.warning("plots skipped: matplotlib is not installed (pip install matplotlib)")
+        matplotlib = require("matplotlib", "eval", "report plots")
+    except MissingExtraError as exc:
+        logger.warning("plots skipped: %s", exc)
         return []
+    matplotlib.use("Agg", force=True)
     written: list[str] = []
 
     def one(data: dict[str, Any], prefix: str, title: str) -> None:
