@@ -19,6 +19,7 @@ from typing import Any
 from geoassist.errors import GeoAssistError
 from geoassist.eval.scorers import (
     GRAMMARS,
+    LENIENT_PROTOCOL,
     SCORERS,
     ScoreContext,
     Summary,
@@ -119,7 +120,7 @@ PRIMARY_METRIC = {
 PROTOCOL = {
     "strict": "exact match after the normalisation in docs/EVAL.md (lower case, no punctuation or "
     "articles, number words as digits, one yes/no spelling); empty predictions are wrong",
-    "lenient": "the normalised reference appears in the normalised prediction as whole words",
+    "lenient": LENIENT_PROTOCOL,
     "iou": "pixels of the original image, no +1 term; a threshold t counts iou >= t",
     "missing": "ids without a prediction count as wrong (empty prediction)",
 }
@@ -235,7 +236,8 @@ def predict(
 
     if batch_size < 1:
         raise EvalDataError(f"--batch-size must be at least 1, got {batch_size}")
-    limits = max_new_tokens if max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
+    # one snapshot of the registry's limits: limit_of is called several times per record
+    limits = max_new_tokens if max_new_tokens is not None else dict(DEFAULT_MAX_NEW_TOKENS)
 
     def limit_of(record: dict[str, Any]) -> int:
         if isinstance(limits, int):

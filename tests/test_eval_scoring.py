@@ -540,6 +540,7 @@ def test_lenient_cannot_be_gamed_by_naming_every_answer():
     report, _, _ = score("rsvqa", records, committed)
     assert report["metrics"]["lenient_overall_accuracy"] == 1.0
     assert report["protocol"]["lenient"].startswith("the normalised reference appears")
+    assert "names no other answer" in report["protocol"]["lenient"]
     # the candidates are those of the whole task, also where a split holds only one of them
     split = [
         record("rsvqa_hr:1", "vqa", "rural", qtype="rural_urban", split="test"),
