@@ -96,6 +96,21 @@ def _training_records(
     return kept
 
 
+def _entry_records(
+    entry: dict[str, Any], role: str, *, split: str | None, tasks: Sequence[str] | None
+) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """An entry's folder, image root and records of ``split`` and ``tasks``."""
+    from geoassist.data_recipes import image_root, read_records
+
+    folder = Path(entry["path"]).expanduser()
+    if not folder.is_dir():
+        raise TrainDataError(
+            f"{role} data folder {folder} does not exist; build it with `geoassist data build`"
+        )
+    records = [r for r in read_records(folder, split=split) if tasks is None or r["task"] in tasks]
+    return folder, image_root(folder), records
+
+
 def load_samples(
     train: Sequence[Any], *, split: str | None, tasks: Sequence[str] | None, seed: int
 ) -> list[Sample]:
@@ -109,19 +124,9 @@ def load_samples(
     the other sources only (your own data): it skips that fraction of images (see
     :func:`is_held_out`).
     """
-    from geoassist.data_recipes import image_root, read_records
-
     samples: list[Sample] = []
     for entry in _entries(train):
-        folder = Path(entry["path"]).expanduser()
-        if not folder.is_dir():
-            raise TrainDataError(
-                f"training data folder {folder} does not exist; build it with `geoassist data build`"
-            )
-        root = image_root(folder)
-        records = [
-            r for r in read_records(folder, split=split) if tasks is None or r["task"] in tasks
-        ]
+        folder, root, records = _entry_records(entry, "training", split=split, tasks=tasks)
         records = _training_records(records, float(entry.get("holdout") or 0.0), folder)
         if entry.get("max_records") is not None:
             records = records[: int(entry["max_records"])]
@@ -147,20 +152,12 @@ def validation_samples(
     """Validation records: the ``val`` images of the committed real-data split for real
     datasets, the recipe's ``val`` split for other sources (GeoSynth's val seeds); a seeded
     choice of ``limit`` of them, the same in every run with this seed."""
-    from geoassist.data_recipes import image_root, read_records
     from geoassist.splits import record_split
 
     samples: list[Sample] = []
     for entry in _entries(entries):
-        folder = Path(entry["path"]).expanduser()
-        if not folder.is_dir():
-            raise TrainDataError(
-                f"validation data folder {folder} does not exist; build it with `geoassist data build`"
-            )
-        root = image_root(folder)
-        for record in read_records(folder, split=None):
-            if tasks is not None and record["task"] not in tasks:
-                continue
+        _folder, root, records = _entry_records(entry, "validation", split=None, tasks=tasks)
+        for record in records:
             real = record_split(record)
             if (real if real is not None else record.get("split")) == "val":
                 samples.append(Sample(record, root))
