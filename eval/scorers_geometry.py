@@ -150,6 +150,14 @@ def grounding_item(record: dict[str, Any], prediction: str, ctx: ScoreContext) -
     return item
 
 
+def _by_qtype(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The items grouped by question type, types in sorted order."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for it in items:
+        groups[it["qtype"]].append(it)
+    return dict(sorted(groups.items()))
+
+
 def grounding_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Summary:
     present = [it for it in items if not it["absent"]]
     ious = [v for it in present for v in it["ious"]]
@@ -158,14 +166,10 @@ def grounding_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Summa
     m["n_targets"] = len(ious)
     m["n_oriented_prompts"] = sum(it["oriented"] for it in present)
     m.update(absent_metrics([it for it in items if it["absent"]]))
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for it in present:
-        groups[it["qtype"]].append(it)
     by_type = {}
-    for t in sorted(groups):
-        type_ious = [v for it in groups[t] for v in it["ious"]]
-        s = metrics.iou_summary(type_ious)
-        by_type[t] = {"accuracy": s["acc@0.5"], **s, "n": len(groups[t])}
+    for t, group in _by_qtype(present).items():
+        s = metrics.iou_summary([v for it in group for v in it["ious"]])
+        by_type[t] = {"accuracy": s["acc@0.5"], **s, "n": len(group)}
     return Summary(m, by_type, rate(items), {"ious": ious})
 
 
@@ -310,16 +314,8 @@ def segmentation_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Su
     m: dict[str, Any] = _segmentation_scores(present)
     m["n_present"] = len(present)
     m.update(absent_metrics([it for it in items if it["absent"]]))
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for it in present:
-        groups[it["qtype"]].append(it)
     by_type = {}
-    for t in sorted(groups):
-        s = _segmentation_scores(groups[t])
-        by_type[t] = {
-            "accuracy": s["p@0.5"],
-            "miou": s["miou"],
-            "oiou": s["oiou"],
-            "n": len(groups[t]),
-        }
+    for t, group in _by_qtype(present).items():
+        s = _segmentation_scores(group)
+        by_type[t] = {"accuracy": s["p@0.5"], "miou": s["miou"], "oiou": s["oiou"], "n": len(group)}
     return Summary(m, by_type, rate(items), {"ious": [it["iou"] for it in present]})
