@@ -25,8 +25,25 @@ __all__ = ["Image", "ImageInfo", "ImageSource"]
 RGB_NAMES = ("red", "green", "blue")
 
 
+class _Extent:
+    """What :class:`ImageInfo` and :class:`Image` derive alike from ``width``, ``height``, ``transform``."""
+
+    width: int
+    height: int
+    transform: Affine | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels, as Pillow orders it."""
+        return (self.width, self.height)
+
+    @property
+    def is_georeferenced(self) -> bool:
+        return self.transform is not None
+
+
 @dataclass(frozen=True)
-class ImageInfo:
+class ImageInfo(_Extent):
     """What :func:`~geoassist.io.load_image` would return for a source, read from its header only.
 
     ``count``, ``dtype`` and ``band_names`` describe the decoded image (a palette
@@ -44,18 +61,9 @@ class ImageInfo:
     driver: str
     source: str | None
 
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) in pixels, as Pillow orders it."""
-        return (self.width, self.height)
-
-    @property
-    def is_georeferenced(self) -> bool:
-        return self.transform is not None
-
 
 @dataclass
-class Image:
+class Image(_Extent):
     """An image or raster: an H×W×C array plus what is known about its bands and place.
 
     ``array`` is always 3-D (height, width, bands) and keeps the file's dtype.
@@ -107,15 +115,6 @@ class Image:
     @property
     def dtype(self) -> np.dtype:
         return self.array.dtype
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) in pixels, as Pillow orders it."""
-        return (self.width, self.height)
-
-    @property
-    def is_georeferenced(self) -> bool:
-        return self.transform is not None
 
     def valid_mask(self) -> np.ndarray:
         """H×W bool: False where the alpha band is 0, or where every other band equals nodata.
