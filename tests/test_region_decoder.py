@@ -288,6 +288,11 @@ def test_loading_decoder_weights_into_a_model_without_one(tmp_path, tiny_model):
     wider = build_decoder_model(width=24)
     with pytest.raises(CheckpointError, match="do not match"):
         load_region_decoder_weights(wider.region_decoder, folder)
+    # a file cut short
+    path = folder / REGION_DECODER_FILE
+    path.write_bytes(path.read_bytes()[:-64])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_region_decoder_weights(build_decoder_model().region_decoder, folder)
 
 
 def test_warm_start_from_dense_heads():

@@ -177,8 +177,6 @@ def load_region_decoder_weights(decoder: RegionDecoder | None, folder: str | Pat
     A checkpoint whose config names a decoder but lacks the file, a file the config does not
     describe, and weights of another shape are each one :class:`CheckpointError`.
     """
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     path = folder / REGION_DECODER_FILE
     if decoder is None:
@@ -194,12 +192,10 @@ def load_region_decoder_weights(decoder: RegionDecoder | None, folder: str | Pat
             f"{folder / 'config.json'} names a region decoder but {path} is missing; the "
             "checkpoint is incomplete: copy it again or save the model again"
         )
+    from geoassist.checkpoint import _read_safetensors
+
     try:
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises several types for damaged files
-        raise CheckpointError(f"cannot read {path} ({exc}); copy the checkpoint again") from exc
-    try:
-        decoder.load_state_dict(state, strict=True)
+        decoder.load_state_dict(_read_safetensors(path), strict=True)
     except RuntimeError as exc:
         raise CheckpointError(
             f"the weights in {path} do not match the region_decoder section of "
