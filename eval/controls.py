@@ -242,9 +242,19 @@ def run_controls(
     from geoassist.eval.harness import predict, score
     from geoassist.eval.targets import record_image_size
 
+    names = control_names(control)
+    own_sizes: dict[str, tuple[int, int]] = {}
+    for record in records if names else ():
+        if record["id"] in sizes:
+            own_sizes[record["id"]] = tuple(sizes[record["id"]])
+        elif record.get("images"):
+            try:
+                own_sizes[record["id"]] = record_image_size(record, image_root)
+            except (GeoAssistError, OSError):  # unreadable: the real run counted it wrong
+                pass
     out: dict[str, tuple[ControlSet, dict[str, Any], list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="geoassist-control-") as tmp:
-        for name in control_names(control):
+        for name in names:
             if name == "blank":
                 cset = blank_control(records, image_root, Path(tmp))
             else:
@@ -252,15 +262,6 @@ def run_controls(
             if not cset.records:
                 logger.warning("control %s: no record could be asked (no images)", name)
                 continue
-            own_sizes: dict[str, tuple[int, int]] = {}
-            for record in records:
-                if record["id"] in sizes:
-                    own_sizes[record["id"]] = tuple(sizes[record["id"]])
-                elif record.get("images"):
-                    try:
-                        own_sizes[record["id"]] = record_image_size(record, image_root)
-                    except (GeoAssistError, OSError):  # unreadable: the real run counted it wrong
-                        pass
             predictions, _, errors = predict(
                 assistant, cset.records, image_root, desc=f"control {name}", **predict_options
             )
