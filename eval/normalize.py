@@ -208,13 +208,13 @@ def named_answers(
     ``dense residential`` names ``dense residential``, not ``residential`` as well.
     """
     tokens = list(tokens)
-    by_first: dict[str, set[tuple[str, ...]]] = {k: set(v) for k, v in pool.by_first.items()}
+    extra_by_first: dict[str, set[tuple[str, ...]]] = {}
     for words in extra:
         if words:
-            by_first.setdefault(words[0], set()).add(tuple(words))
+            extra_by_first.setdefault(words[0], set()).add(tuple(words))
     spans: list[tuple[int, int, str]] = []
     for i, token in enumerate(tokens):
-        for words in by_first.get(token, ()):
+        for words in {*pool.by_first.get(token, ()), *extra_by_first.get(token, ())}:
             if tuple(tokens[i : i + len(words)]) == words:
                 spans.append((i, i + len(words), " ".join(words)))
     return {
