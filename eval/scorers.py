@@ -28,6 +28,7 @@ from geoassist.eval.normalize import (
     normalize_label,
     read_number,
 )
+from geoassist.eval.scorers_change import CHANGE_SCORERS
 from geoassist.eval.scorers_common import (
     GRAMMARS,
     ScoreContext,
@@ -298,10 +299,5 @@ SCORERS: dict[str, Scorer] = {
     "refer_seg": Scorer("refer_seg", segmentation_item, segmentation_summarize),
     "choice": Scorer("choice", choice_item, choice_summarize),
     "knowledge": Scorer("knowledge", knowledge_item, knowledge_summarize),
+    **CHANGE_SCORERS,
 }
-
-
-# The change-mask scorer lives in its own module.
-from geoassist.eval.scorers_change import CHANGE_SCORERS  # noqa: E402
-
-SCORERS.update(CHANGE_SCORERS)

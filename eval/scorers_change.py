@@ -23,19 +23,20 @@ def change_item(record: dict[str, Any], prediction: str, ctx: ScoreContext) -> d
 
 def change_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Summary:
     present = [it for it in items if not it["absent"]]
-    inter = sum(it["intersection"] for it in present)
-    union = sum(it["union"] for it in present)
+    s = metrics.segmentation_summary(
+        [it["intersection"] for it in present], [it["union"] for it in present], thresholds=(0.5,)
+    )
     m: dict[str, Any] = {
-        "change_iou": inter / union if union else None,
-        "mean_change_iou": (
-            sum(it["iou"] for it in present) / len(present) if present else None
-        ),
-        "p@0.5": metrics.accuracy([it["correct"] for it in present]),
+        "change_iou": s["oiou"],
+        "mean_change_iou": s["miou"],
+        "p@0.5": s["p@0.5"],
         "n_present": len(present),
     }
     m.update(absent_metrics([it for it in items if it["absent"]]))
     return Summary(m, {}, rate(items), {"ious": [it["iou"] for it in present]})
 
 
-CHANGE_SCORERS: dict[str, Scorer] = {"change_seg": Scorer("change_seg", change_item, change_summarize)}
+CHANGE_SCORERS: dict[str, Scorer] = {
+    "change_seg": Scorer("change_seg", change_item, change_summarize)
+}
 """Added to :data:`geoassist.eval.scorers.SCORERS`."""
