@@ -18,11 +18,11 @@ import rasterio
 
 from geoassist.geo import Georef
 from geoassist.io import DEFAULT_MAX_PIXELS, Image, RasterReader, open_raster
+from geoassist.request import OVERVIEW_MAX_SIDE
 
 __all__ = ["GDAL_CACHE_MB", "RasterSource"]
 
 GDAL_CACHE_MB = 256
-OVERVIEW_CHECK_SIDE = 1024  # the overview every large-scene answer reads (TilingOptions' default)
 
 
 class RasterSource:
@@ -62,7 +62,7 @@ class RasterSource:
         source: Any,
         *,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        overview_side: int = OVERVIEW_CHECK_SIDE,
+        overview_side: int = OVERVIEW_MAX_SIDE,
     ) -> RasterSource:
         """A source for a path, URL (``http(s)://``, ``s3://``…), band folder, Image or array.
 
@@ -77,8 +77,7 @@ class RasterSource:
             reader = open_raster(source, max_pixels=max_pixels)
             try:
                 info = reader.info
-                scale = max(1.0, max(info.width, info.height) / overview_side)
-                out = (max(1, round(info.width / scale)), max(1, round(info.height / scale)))
+                out = _overview_size(info.width, info.height, overview_side)
                 reader.check_limit(info.count, (0, 0, info.width, info.height), out, max_pixels)
             except BaseException:
                 reader.close()
@@ -111,11 +110,8 @@ class RasterSource:
 
     def overview(self, max_side: int) -> Image:
         """The whole scene resampled so that its longer side is at most ``max_side``."""
-        scale = max(self.width, self.height) / max_side
-        if scale <= 1:
-            return self.read()
-        out = (max(1, round(self.width / scale)), max(1, round(self.height / scale)))
-        return self.read(None, out)
+        out = _overview_size(self.width, self.height, max_side)
+        return self.read(None, None if out == self.size else out)
 
     def _read(self, window: tuple[int, int, int, int], out_size: tuple[int, int]) -> np.ndarray:
         """Every pixel a source reads passes here (the reader checks the pixel limit first)."""
@@ -133,3 +129,11 @@ class RasterSource:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _overview_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) scaled so that the longer side is at most ``max_side`` (never enlarged)."""
+    scale = max(width, height) / max_side
+    if scale <= 1:
+        return width, height
+    return max(1, round(width / scale)), max(1, round(height / scale))
