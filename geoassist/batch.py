@@ -22,6 +22,7 @@ from typing import Any
 
 from geoassist.errors import GeoAssistError
 from geoassist.request import AskRequest
+from geoassist.textio import read_text_file
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +112,11 @@ def _read_list(path: Path) -> list[str]:
 
 
 def read_prompts(path: str | Path) -> list[str]:
-    """One prompt per non-empty line (a JSON string on a line may hold newlines)."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise GeoAssistError(f"cannot read the prompts file {path}: {exc.strerror}") from exc
+    """One prompt per non-empty line (a JSON string on a line may hold newlines).
+
+    The file must be UTF-8 text (:func:`geoassist.textio.read_text_file`).
+    """
+    lines = read_text_file(path, "prompts file").splitlines()
     prompts = []
     for line in lines:
         line = line.strip()
