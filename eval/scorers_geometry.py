@@ -210,8 +210,7 @@ def detection_item(record: dict[str, Any], prediction: str, ctx: ScoreContext) -
     oriented = _wants_oriented(record)
     # Each record counts in the mAP of the kind its prompt asks for (``[detect_obb]`` or an
     # ``<obox>`` reference: oriented; otherwise horizontal).
-    sides = {oriented: _detection_side(record, parsed, oriented)}
-    refs, preds = sides[oriented]
+    refs, preds = _detection_side(record, parsed, oriented)
     has_geometry, none = bool(preds), explicit_none(parsed)
     item: dict[str, Any] = {
         "reference": [{"label": c, "geometry": geometry_json(g)} for c, g in refs],
@@ -226,7 +225,7 @@ def detection_item(record: dict[str, Any], prediction: str, ctx: ScoreContext) -
         "false_positive": not refs and has_geometry,
         "parse_failed": not has_geometry and not none,
         "parse_errors": list(parsed.errors),
-        "_sides": sides,
+        "_side": (refs, preds),
     }
     if not refs:
         item["correct"] = none and not has_geometry
@@ -234,7 +233,7 @@ def detection_item(record: dict[str, Any], prediction: str, ctx: ScoreContext) -
 
 
 def detection_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Summary:
-    all_preds = [p for it in items for side in it["_sides"].values() for p in side[1]]
+    all_preds = [p for it in items for p in it["_side"][1]]
     ranking = "score" if all_preds and all(p[2] is not None for p in all_preds) else "output_order"
 
     def confidence(score: float | None, order: int) -> float:
@@ -243,7 +242,7 @@ def detection_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Summa
     m: dict[str, Any] = {}
     by_type: dict[str, dict[str, Any]] = {}
     for oriented, key in ((False, "map@0.5"), (True, "map@0.5_oriented")):
-        subset = [it["_sides"][oriented] for it in items if oriented in it["_sides"]]
+        subset = [it["_side"] for it in items if it["oriented"] == oriented]
         if not subset:
             continue
         # Images without targets stay in: a box there is a false positive that lowers the
