@@ -268,24 +268,12 @@ class Engine:
             progress=progress,
         )
 
-    def stream(
-        self,
-        images: Sequence[Path],
-        prompt: str,
-        *,
-        task: str | None,
-        history: list[dict[str, str]] | None = None,
-        region: Sequence[float] | None = None,
-        choice: BandChoice | None = None,
-        cancel: Any = None,
-        progress: Any = None,
-    ):
-        """Check the request, then start answering: an ``AnswerStream`` of text pieces."""
-        request = self.request(
-            images, prompt, task=task, history=history, region=region, choice=choice,
-            cancel=cancel, progress=progress,
-        )  # fmt: skip
-        return self.assistant.answer(request)
+    def stream(self, images: Sequence[Path], prompt: str, **options: Any):
+        """Check the request, then start answering: an ``AnswerStream`` of text pieces.
+
+        ``options`` are :meth:`request`'s (``task`` is required).
+        """
+        return self.assistant.answer(self.request(images, prompt, **options))
 
     def answer_text(
         self,

@@ -415,8 +415,9 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
             api_button = gr.Button("ask")
 
         # ------------------------------------------------------------- handlers
-        def message(exc: Exception, session: Session | None = None) -> str:
-            names = session.staged.user_names if session and session.staged else {}
+        def message(exc: Exception, staged: Staged | None = None) -> str:
+            """The error in the user's words: their file names, never the server's paths."""
+            names = staged.user_names if staged is not None else {}
             return user_facing(str(exc), names, [staging.root, *_upload_roots()])
 
         def load_images(paths, add_v, sensor_v, composite_v, bands_v, session: Session):
@@ -451,7 +452,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                         for p in session.staged.images
                     ]
             except GeoAssistError as exc:
-                note = f"⚠️ {message(exc, session)}"
+                note = f"⚠️ {message(exc, session.staged)}"
                 session.cleanup()
                 session.looks = []
             except Exception:
@@ -495,7 +496,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                 ]
             except GeoAssistError as exc:
                 skip = gr.skip()
-                return session, skip, skip, skip, skip, f"⚠️ {message(exc, session)}", skip
+                return session, skip, skip, skip, skip, f"⚠️ {message(exc, session.staged)}", skip
             session.choice, session.looks = choice, looks
             look = looks[-1]
             return (
@@ -652,7 +653,10 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                     session,
                 )
             except GeoAssistError as exc:
-                session.chat[-1] = {"role": "assistant", "content": f"⚠️ {message(exc, session)}"}
+                session.chat[-1] = {
+                    "role": "assistant",
+                    "content": f"⚠️ {message(exc, session.staged)}",
+                }
                 yield session.chat, skip, skip, skip, skip, skip, skip, session
             except Exception:
                 logger.exception("answering failed")
@@ -685,9 +689,7 @@ def build_app(engine: Engine, *, examples_dir: Path | None = EXAMPLES_DIR) -> gr
                 images = staged.images if staged else []
                 yield from engine.answer_text(images, prompt or "", task=kind)
             except GeoAssistError as exc:
-                names = staged.user_names if staged is not None else {}
-                text = user_facing(str(exc), names, [staging.root, *_upload_roots()])
-                raise gr.Error(text, print_exception=False) from None
+                raise gr.Error(message(exc, staged), print_exception=False) from None
             except Exception:
                 logger.exception("answering an API request failed")
                 raise gr.Error(UNEXPECTED, print_exception=False) from None
