@@ -25,6 +25,48 @@ def rs_samples() -> Path:
     return RS_SAMPLES
 
 
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """Where browser tests save screenshots: $GEOASSIST_SCREENSHOTS, else a temporary folder."""
+    folder = os.environ.get("GEOASSIST_SCREENSHOTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def noise_pngs(folder: Path, names, shape: tuple[int, int], seed: int) -> list[Path]:
+    """One PNG of uniform RGB noise (``shape`` is height, width) per name, drawn in order from
+    one generator seeded with ``seed``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for name in names:
+        path = Path(folder) / name
+        Image.fromarray(rng.integers(0, 255, (*shape, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def watch_batches(monkeypatch, trainer, note) -> None:
+    """Call ``note(batch)`` on every batch ``trainer`` (the geoassist.train.trainer module)
+    collates, as it is made."""
+    collate = trainer.collate_conversations
+
+    def recording(pad_token_id):
+        fn = collate(pad_token_id)
+
+        def wrapped(items):
+            batch = fn(items)
+            note(batch)
+            return batch
+
+        return wrapped
+
+    monkeypatch.setattr(trainer, "collate_conversations", recording)
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
     from geoassist.config import load_preset
@@ -59,6 +101,17 @@ def tiny_model():
 def make_tiny():
     """Factory for fresh tiny models: ``make_tiny(seed=0, r=4)`` (LoRA options enable LoRA)."""
     return build_tiny
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one thread is faster than two that wait on each other (and on a shared machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

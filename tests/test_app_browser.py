@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_app_e2e import CHROMIUM, CHROMIUM_ARGS, _need_browser
+from test_app_e2e import CHROMIUM, CHROMIUM_ARGS, _need_browser, _pick_task
 
 from geoassist.request import AskRequest
 
@@ -106,14 +106,6 @@ def served(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    folder = os.environ.get("GEOASSIST_SCREENSHOTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
 def browser(served):
     from playwright.sync_api import sync_playwright
 
@@ -132,11 +124,6 @@ def page(browser, served):
     page.wait_for_selector("#ga-files input[type=file]", state="attached")
     yield page
     page.close()
-
-
-def _pick_task(page, label: str) -> None:
-    page.locator("#ga-task input").click()
-    page.get_by_role("option", name=label, exact=True).click()
 
 
 def _upload(page, *paths: Path) -> None:
@@ -187,7 +174,7 @@ def _new_conversation(page) -> None:
     )
 
 
-def test_stop_ends_generation_within_two_seconds_and_send_works_again(page, served, shots):
+def test_stop_ends_generation_within_two_seconds_and_send_works_again(page, served, screenshots):
     _, knobs, _ = served
     _upload(page, EXAMPLES / "residential.png")
     _info(page, "residential.png")
@@ -200,7 +187,7 @@ def test_stop_ends_generation_within_two_seconds_and_send_works_again(page, serv
     while knobs.tokens < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert knobs.tokens >= 4 and len(knobs.ended) == ended, "generation did not start"
-    page.screenshot(path=str(shots / "app-stop-before.png"))
+    page.screenshot(path=str(screenshots / "app-stop-before.png"))
     pressed = time.monotonic()
     page.locator("#ga-stop").click()
     while len(knobs.ended) == ended and time.monotonic() - pressed < 10:
@@ -212,7 +199,7 @@ def test_stop_ends_generation_within_two_seconds_and_send_works_again(page, serv
     stopped = page.locator('#ga-chat [data-testid="bot"]', has_text="stopped")
     stopped.wait_for()
     assert "Error" not in page.locator("#ga-chat").inner_text()
-    page.screenshot(path=str(shots / "app-stopped.png"))
+    page.screenshot(path=str(screenshots / "app-stopped.png"))
 
     knobs.delay, knobs.full_budget = 0.0, False
     before = _bots(page)
@@ -221,7 +208,7 @@ def test_stop_ends_generation_within_two_seconds_and_send_works_again(page, serv
     assert "Error" not in page.locator("body").inner_text()
 
 
-def test_the_task_follows_the_prompt_and_two_uploads(page, served, shots):
+def test_the_task_follows_the_prompt_and_two_uploads(page, served, screenshots):
     _, knobs, _ = served
     _new_conversation(page)
     _pick_task(page, "Auto")
@@ -232,7 +219,7 @@ def test_the_task_follows_the_prompt_and_two_uploads(page, served, shots):
     assert knobs.tasks == ["change"] and "Upload exactly two" not in text
     _send_and_finish(page, knobs, "Were new buildings built?")
     assert knobs.tasks[-1] == "change_qa"
-    page.screenshot(path=str(shots / "app-change-auto.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "app-change-auto.png"), full_page=True)
     _upload(page, EXAMPLES / "residential.png")  # replaces the pair
     info = _info(page, "residential.png", lacks=("change_after.png",))
     assert "replaced the earlier images" in info
@@ -263,7 +250,9 @@ def test_uploads_replace_unless_added_to_the_series_and_other_files_get_a_messag
     assert "not an image GeoAssist reads" in info and "/tmp" not in info
 
 
-def test_a_conversation_longer_than_the_context_drops_old_turns_with_a_note(page, served, shots):
+def test_a_conversation_longer_than_the_context_drops_old_turns_with_a_note(
+    page, served, screenshots
+):
     _, knobs, engine = served
     lm = engine.assistant.config.lm
     original = lm.max_context
@@ -286,10 +275,10 @@ def test_a_conversation_longer_than_the_context_drops_old_turns_with_a_note(page
     chat = page.locator("#ga-chat").inner_text()
     assert "context holds" not in chat and "⚠️" not in chat
     assert any("left out to fit the model's context" in t for t in texts[1:])
-    page.screenshot(path=str(shots / "app-context-note.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "app-context-note.png"), full_page=True)
 
 
-def test_a_large_scene_shows_tiles_done_and_elapsed_time(page, served, shots, tmp_path):
+def test_a_large_scene_shows_tiles_done_and_elapsed_time(page, served, screenshots, tmp_path):
     _, knobs, _ = served
     _new_conversation(page)
     # A smooth 1200² scene (a small PNG): far larger than tiny's 32 px input, so it is tiled.
@@ -307,7 +296,7 @@ def test_a_large_scene_shows_tiles_done_and_elapsed_time(page, served, shots, tm
         line = page.locator('#ga-chat [data-testid="bot"]', has_text=re.compile(r"of \d+ tiles"))
         line.wait_for()
         first = line.inner_text()
-        page.screenshot(path=str(shots / "app-tiles-progress.png"))
+        page.screenshot(path=str(screenshots / "app-tiles-progress.png"))
         done, total, seconds = map(
             int, re.search(r"(\d+) of (\d+) tiles · (\d+) s", first).groups()
         )
@@ -319,7 +308,7 @@ def test_a_large_scene_shows_tiles_done_and_elapsed_time(page, served, shots, tm
     assert "Working —" not in final and "tiles" in final
 
 
-def test_narrow_layout_keeps_the_prompt_and_send_in_view(browser, served, shots):
+def test_narrow_layout_keeps_the_prompt_and_send_in_view(browser, served, screenshots):
     url, _, _ = served
     page = browser.new_page(viewport={"width": 390, "height": 844})
     try:
@@ -335,13 +324,13 @@ def test_narrow_layout_keeps_the_prompt_and_send_in_view(browser, served, shots)
                 selector,
                 box,
             )
-        page.screenshot(path=str(shots / "app-narrow.png"))
+        page.screenshot(path=str(screenshots / "app-narrow.png"))
     finally:
         page.close()
 
 
 def test_index_composite_shows_a_ramp_and_a_scale_bar_and_unnamed_bands_say_what_is_shown(
-    page, served, shots, tmp_path
+    page, served, screenshots, tmp_path
 ):
     import rasterio
 
@@ -365,7 +354,7 @@ def test_index_composite_shows_a_ramp_and_a_scale_bar_and_unnamed_bands_say_what
     _info(page, "NDVI")
     legend = page.locator("#ga-legend .ga-ramp").evaluate("el => el.style.background")
     assert "linear-gradient" in legend
-    page.screenshot(path=str(shots / "app-ndvi.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "app-ndvi.png"), full_page=True)
     page.locator("#ga-composite input").click()
     page.get_by_role("option", name="auto", exact=True).click()
     page.wait_for_function("() => !document.querySelector('#ga-legend').innerText.trim()")

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import noise_pngs
 from PIL import Image as PILImage
 
 from geoassist.assistant import Answer, AnswerStream, Assistant
@@ -26,10 +27,7 @@ def assistant(tiny_model):
 
 @pytest.fixture
 def png(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "scene.png"
-    PILImage.fromarray(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(path)
-    return path
+    return noise_pngs(tmp_path, ["scene.png"], (60, 90), seed=0)[0]
 
 
 def test_ask_returns_answer_with_parsed_geometry(assistant, png, monkeypatch):

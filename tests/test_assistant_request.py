@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from affine import Affine
-from PIL import Image as PILImage
+from conftest import noise_pngs
 from rasterio.crs import CRS
 from shapely.geometry import Point, shape
 
@@ -25,10 +25,7 @@ def assistant(make_tiny):
 
 @pytest.fixture
 def png(tmp_path):
-    rng = np.random.default_rng(1)
-    path = tmp_path / "scene.png"
-    PILImage.fromarray(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(path)
-    return path
+    return noise_pngs(tmp_path, ["scene.png"], (60, 90), seed=1)[0]
 
 
 PIECE = "s"
@@ -50,6 +47,19 @@ def _endless(assistant, cancel: CancelToken | None, after: int, log: list):
                 yield torch.full((rows,), token)
         finally:
             log.append("closed")
+
+    return steps
+
+
+def _replaying(model, text: str, calls: list | None = None):
+    """generate_steps that writes ``text`` and the end token in every row; ``calls`` hears batch sizes."""
+    ids = model.tokenizer(text, add_special_tokens=False).input_ids + [model.end_token_id]
+
+    def steps(input_ids, *args, **kwargs):
+        if calls is not None:
+            calls.append(input_ids.shape[0])
+        for t in ids:
+            yield torch.full((input_ids.shape[0],), t)
 
     return steps
 
@@ -134,13 +144,7 @@ def test_cancel_stops_a_stream_and_a_batch(assistant, png, monkeypatch):
 
 def test_large_scene_cancel_between_tiles_and_progress(assistant, monkeypatch):
     model = assistant.model
-    none_ids = model.tokenizer("none", add_special_tokens=False).input_ids + [model.end_token_id]
-
-    def steps(input_ids, *args, **kwargs):
-        for t in none_ids:
-            yield torch.full((input_ids.shape[0],), t)
-
-    monkeypatch.setattr(model, "generate_steps", steps)
+    monkeypatch.setattr(model, "generate_steps", _replaying(model, "none"))
     rng = np.random.default_rng(3)
     scene = Image(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8), ["red", "green", "blue"])
     tiling = {"tile_px": 64, "overlap": 0.25, "min_side_px": 256, "batch_size": 2}
@@ -222,15 +226,8 @@ def test_several_masks_serialise_each():
 
 def test_the_task_registry_chooses_how_tiles_merge(assistant, monkeypatch):
     model = assistant.model
-    text = "<ref>car</ref><box>100,100,300,300</box>"
-    ids = model.tokenizer(text, add_special_tokens=False).input_ids + [model.end_token_id]
     calls = []
-
-    def steps(input_ids, *args, **kwargs):
-        calls.append(input_ids.shape[0])
-        for t in ids:
-            yield torch.full((input_ids.shape[0],), t)
-
+    steps = _replaying(model, "<ref>car</ref><box>100,100,300,300</box>", calls)
     monkeypatch.setattr(model, "generate_steps", steps)
     rng = np.random.default_rng(4)
     scene = Image(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8), ["red", "green", "blue"])

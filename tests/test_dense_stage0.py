@@ -3,26 +3,13 @@ the heads saved beside (not inside) the inference checkpoint, and a batch the he
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from geoassist.errors import CheckpointError, ConfigError
 from geoassist.train.config import config_from_dict
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "rs-samples"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than two that wait on each other (and on a shared machine)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(tmp_path, **stage0):
@@ -146,20 +133,18 @@ def test_rsvqa_questions_become_image_labels():
 
 
 @pytest.mark.realdata
-def test_real_samples_join_with_the_training_split_only():
-    if not SHARED.is_dir():
-        pytest.skip("../shared/rs-samples is absent")
+def test_real_samples_join_with_the_training_split_only(rs_samples):
     from geoassist.splits import real_split
     from geoassist.train.dense_data import read_real_source
 
-    items, spaces = read_real_source({"source": "scenes", "path": str(SHARED / "scenes/ucmerced/UCMerced_LandUse")})
+    items, spaces = read_real_source({"source": "scenes", "path": str(rs_samples / "scenes/ucmerced/UCMerced_LandUse")})
     assert len(spaces["ucm"]) == 21 and 1000 < len(items) < 2100
     assert all(real_split("ucm", it.path.stem) == "train" for it in items)
     ucm = items[0].truth(128)
     assert ucm.image.shape == (128, 128, 3) and list(ucm.scene) == ["ucm"]
-    items, spaces = read_real_source({"source": "scenes", "path": str(SHARED / "scenes/rsscn7")})
+    items, spaces = read_real_source({"source": "scenes", "path": str(rs_samples / "scenes/rsscn7")})
     assert items == []  # evaluation-only in the committed split
-    items, _ = read_real_source({"source": "rsvqa_lr", "path": str(SHARED / "rsvqa/LR_reduced")})
+    items, _ = read_real_source({"source": "rsvqa_lr", "path": str(rs_samples / "rsvqa/LR_reduced")})
     assert items and all(it.presence for it in items)
     assert all(real_split("rsvqa_lr", it.path.stem) == "train" for it in items)
     truth = items[0].truth(128)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import noise_pngs, watch_batches
 from PIL import Image
 
 from geoassist.chat import render
@@ -23,13 +24,7 @@ from geoassist.train.feature_cache import (
 
 @pytest.fixture
 def images(tmp_path):
-    rng = np.random.default_rng(1)
-    paths = []
-    for i in range(3):
-        path = tmp_path / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
+    return noise_pngs(tmp_path, [f"img{i}.png" for i in range(3)], (48, 48), seed=1)
 
 
 def _samples(paths):
@@ -155,19 +150,13 @@ def test_the_trainer_reads_the_cache_and_bypasses_it_when_the_tower_trains(tmp_p
     samples = _samples(images)
     monkeypatch.setattr(trainer, "load_samples", lambda *a, **k: samples)
     seen: list[set[str]] = []
-    collate = trainer.collate_conversations
-
-    def recording(pad_token_id):
-        fn = collate(pad_token_id)
-
-        def wrapped(items):
-            batch = fn(items)
-            seen.append({k for k in ("pixel_values", "vision_features") if batch.get(k) is not None})
-            return batch
-
-        return wrapped
-
-    monkeypatch.setattr(trainer, "collate_conversations", recording)
+    watch_batches(
+        monkeypatch,
+        trainer,
+        lambda batch: seen.append(
+            {k for k in ("pixel_values", "vision_features") if batch.get(k) is not None}
+        ),
+    )
 
     def run(name, **stage2):
         config = config_from_dict(

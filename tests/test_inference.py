@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image as PILImage
+from conftest import noise_pngs
 
 from geoassist.assistant import Assistant
 
@@ -20,13 +19,7 @@ def model(make_tiny):
 
 @pytest.fixture
 def scenes(tmp_path):
-    rng = np.random.default_rng(3)
-    paths = []
-    for i in range(2):
-        path = tmp_path / f"scene_{i}.png"
-        PILImage.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
+    return noise_pngs(tmp_path, [f"scene_{i}.png" for i in range(2)], (48, 48), seed=3)
 
 
 class Recorder:

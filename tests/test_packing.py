@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import watch_batches
 from PIL import Image
 
 from geoassist.chat import IGNORE_INDEX, show_supervision
@@ -199,19 +200,7 @@ def test_packed_stage2_trains_through_the_real_entry_point(tmp_path, image_root,
     samples = _questions(image_root)
     monkeypatch.setattr(trainer, "load_samples", lambda *a, **k: samples)
     seen: list[list[str]] = []
-    collate = trainer.collate_conversations
-
-    def recording(pad_token_id):
-        fn = collate(pad_token_id)
-
-        def wrapped(items):
-            batch = fn(items)
-            seen.append(batch["tasks"])
-            return batch
-
-        return wrapped
-
-    monkeypatch.setattr(trainer, "collate_conversations", recording)
+    watch_batches(monkeypatch, trainer, lambda batch: seen.append(batch["tasks"]))
     config = config_from_dict(
         {
             "stage": 2, "model": "tiny", "out_dir": str(tmp_path / "run"),

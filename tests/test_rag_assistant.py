@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import noise_pngs
 from PIL import Image as PILImage
 
 from geoassist.assistant import Assistant
@@ -168,12 +169,7 @@ def test_passages_are_dropped_until_the_prompt_fits(tiny_model):
 
 def test_image_entries_and_joint_queries(make_tiny, tmp_path):
     model = make_tiny(seed=3)
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(4):
-        path = tmp_path / f"scene{i}.png"
-        PILImage.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
+    paths = noise_pngs(tmp_path, [f"scene{i}.png" for i in range(4)], (32, 32), seed=0)
     image_embedder = VisionTowerEmbedder(model, load="")
     store = KnowledgeStore(HashingEmbedder(64), image_embedder=image_embedder)
     store.add(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from test_structure import strongly_connected
+
 import geoassist.synth
 
 SYNTH = Path(geoassist.synth.__file__).parent
@@ -66,38 +68,8 @@ def synth_imports(folder: Path = SYNTH) -> dict[str, dict[str, int]]:
 
 
 def import_cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    cycles: list[list[str]] = []
-
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in graph.get(node, {}):
-            if nxt not in index:
-                visit(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                top = stack.pop()
-                on_stack.discard(top)
-                component.append(top)
-                if top == node:
-                    break
-            if len(component) > 1:
-                cycles.append(sorted(component))
-
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
-    return cycles
+    """Strongly connected components with more than one module, each sorted."""
+    return sorted(sorted(c) for c in strongly_connected(graph) if len(c) > 1)
 
 
 def test_synth_has_no_import_cycle():

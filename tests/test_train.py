@@ -9,6 +9,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+from conftest import watch_batches
 from PIL import Image
 
 import geoassist.train.trainer as trainer
@@ -324,19 +325,7 @@ def test_no_val_or_test_image_of_the_real_split_reaches_a_training_batch(tmp_pat
     assert any(images[0].startswith("Images_LR/") for images in held_images)
 
     seen: list[str] = []
-    collate = trainer.collate_conversations
-
-    def recording(pad_token_id):
-        fn = collate(pad_token_id)
-
-        def wrapped(items):
-            batch = fn(items)
-            seen.extend(batch["ids"])
-            return batch
-
-        return wrapped
-
-    monkeypatch.setattr(trainer, "collate_conversations", recording)
+    watch_batches(monkeypatch, trainer, lambda batch: seen.extend(batch["ids"]))
     config = config_from_dict(
         {
             "stage": 2,
