@@ -18,6 +18,8 @@ aligned with the ids; the model shifts them (``geoassist.model.vlm.causal_lm_los
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -240,7 +242,16 @@ def collate(
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-_CONTEXT_BLOCK = None
+@functools.cache
+def _context_block() -> re.Pattern[str]:
+    """A user turn's block of retrieved passages, with the note before it (compiled on first use)."""
+    from geoassist.rag.context import CONTEXT_CLOSE, CONTEXT_NOTE, CONTEXT_OPEN
+
+    return re.compile(
+        "(?:" + re.escape(CONTEXT_NOTE) + r"\s*)?"
+        + re.escape(CONTEXT_OPEN) + ".*?" + re.escape(CONTEXT_CLOSE),
+        re.DOTALL,
+    )  # fmt: skip
 
 
 def shorten_history(history: Sequence[dict[str, str]]) -> tuple[list[dict[str, str]], str] | None:
@@ -252,21 +263,11 @@ def shorten_history(history: Sequence[dict[str, str]]) -> tuple[list[dict[str, s
     nothing is left to drop. :meth:`geoassist.assistant.Assistant.answer` applies it until the
     conversation fits the model's context.
     """
-    import re
-
-    global _CONTEXT_BLOCK
-    if _CONTEXT_BLOCK is None:
-        from geoassist.rag.context import CONTEXT_CLOSE, CONTEXT_NOTE, CONTEXT_OPEN
-
-        _CONTEXT_BLOCK = re.compile(
-            "(?:" + re.escape(CONTEXT_NOTE) + r"\s*)?"
-            + re.escape(CONTEXT_OPEN) + ".*?" + re.escape(CONTEXT_CLOSE),
-            re.DOTALL,
-        )  # fmt: skip
+    block = _context_block()
     messages = [dict(m) for m in history if m.get("role") != "system"]
     for m in messages:
-        if m.get("role") == "user" and _CONTEXT_BLOCK.search(m.get("content", "")):
-            m["content"] = _CONTEXT_BLOCK.sub("(passages dropped)", m["content"])
+        if m.get("role") == "user" and block.search(m.get("content", "")):
+            m["content"] = block.sub("(passages dropped)", m["content"])
             return messages, "passages"
     first = next((i for i, m in enumerate(messages) if m.get("role") == "user"), None)
     if first is None:
