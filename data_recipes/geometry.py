@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from geoassist.formats import format_mask, grid_to_mask, mask_to_grid
-from geoassist.rle import mask_to_rle, rle_to_mask
 
 CELL_NAMES = (
     ("top left", "top", "top right"),
@@ -288,11 +287,7 @@ def text_mask(
     return best[0], best[1], round(best[2], 4)
 
 
-# --------------------------------------------------------------------------- COCO RLE
-
-# One implementation in the library; recipes and tests use these names.
-rle_decode = rle_to_mask
-rle_encode = mask_to_rle
+# ---------------------------------------------------------------------- COCO polygons
 
 
 def polygon_mask(polygons: Sequence[Sequence[float]], size: Sequence[int]) -> np.ndarray:

@@ -132,9 +132,9 @@ def load_target_mask(record: Record, root: str | os.PathLike) -> np.ndarray | No
 
     targets = record.get("targets") or {}
     if "mask_rle" in targets:
-        from .geometry import rle_decode
+        from geoassist.rle import rle_to_mask
 
-        return rle_decode(targets["mask_rle"])
+        return rle_to_mask(targets["mask_rle"])
     if "mask" not in targets:
         return None
     with Image.open(Path(root) / targets["mask"]) as im:

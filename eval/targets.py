@@ -172,9 +172,9 @@ def reference_mask(
             )
         mask = load_target_mask(record, root or ".")
     elif isinstance(value, dict):
-        from geoassist.data_recipes.geometry import rle_decode
+        from geoassist.rle import rle_to_mask
 
-        mask = rle_decode(value)
+        mask = rle_to_mask(value)
     elif value is not None:
         mask = np.asarray(value, dtype=bool)
     else:

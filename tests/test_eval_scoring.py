@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from geoassist.data_recipes.geometry import rle_encode
 from geoassist.eval import EvalDataError, evaluate, read_predictions, score
 from geoassist.eval.baselines import baseline_predictions
 from geoassist.eval.harness import sample_records, select_records
 from geoassist.formats import format_box, format_mask, format_obox
+from geoassist.rle import mask_to_rle
 
 
 def record(
@@ -274,8 +274,8 @@ def test_referring_segmentation_by_hand():
     ref = np.zeros((16, 16), bool)
     ref[:8, :8] = True  # top-left quarter
     records = [
-        record("rrsis:1", "refer_seg", "x", size=(16, 16), targets={"mask_rle": rle_encode(ref)}),
-        record("rrsis:2", "refer_seg", "x", size=(16, 16), targets={"mask_rle": rle_encode(ref)}),
+        record("rrsis:1", "refer_seg", "x", size=(16, 16), targets={"mask_rle": mask_to_rle(ref)}),
+        record("rrsis:2", "refer_seg", "x", size=(16, 16), targets={"mask_rle": mask_to_rle(ref)}),
     ]
     half = np.zeros((16, 16), bool)
     half[:8, :4] = True  # half of the target
@@ -295,7 +295,7 @@ def test_referring_segmentation_by_hand():
 def test_segmentation_polygon_answers_are_rasterised():
     ref = np.zeros((10, 10), bool)
     ref[:, :5] = True
-    rec = record("rrsis:1", "refer_seg", "x", size=(10, 10), targets={"mask_rle": rle_encode(ref)})
+    rec = record("rrsis:1", "refer_seg", "x", size=(10, 10), targets={"mask_rle": mask_to_rle(ref)})
     report, _, _ = score("refer_seg", [rec], {"rrsis:1": "<poly>0,0,500,0,500,1000,0,1000</poly>"})
     assert report["metrics"]["miou"] > 0.8
 
@@ -431,7 +431,7 @@ def test_segmentation_with_nothing_to_find_is_scored_apart():
     empty = np.zeros((8, 8), bool)
     records = [
         record(
-            f"rrsis:{i}", "refer_seg", "none", size=(8, 8), targets={"mask_rle": rle_encode(empty)}
+            f"rrsis:{i}", "refer_seg", "none", size=(8, 8), targets={"mask_rle": mask_to_rle(empty)}
         )
         for i in range(4)
     ]
@@ -459,7 +459,7 @@ def mixed_segmentation_records():
     target[:8, :8] = True
     return [
         record(f"geosynth:s{i}", "refer_seg", "x", qtype=q, size=(16, 16),
-               targets={"mask_rle": rle_encode(mask)})
+               targets={"mask_rle": mask_to_rle(mask)})
         for i, (q, mask) in enumerate(
             [("present", target), ("present", target), ("absent", empty), ("absent", empty)]
         )

@@ -24,12 +24,11 @@ from geoassist.data_recipes.geometry import (
     label_name,
     mask_to_boxes,
     plural,
-    rle_decode,
-    rle_encode,
     text_mask,
 )
 from geoassist.data_recipes.schema import TASKS
 from geoassist.formats import parse
+from geoassist.rle import mask_to_rle, rle_to_mask
 
 
 def test_list_recipes_describe_themselves():
@@ -132,7 +131,7 @@ def test_load_records_reads_outputs_and_raw_folders(tmp_path):
 @given(st.integers(1, 12), st.integers(1, 12), st.randoms(use_true_random=False))
 def test_rle_round_trip(h, w, rnd):
     mask = np.array([[rnd.random() < 0.4 for _ in range(w)] for _ in range(h)])
-    assert np.array_equal(rle_decode(rle_encode(mask)), mask)
+    assert np.array_equal(rle_to_mask(mask_to_rle(mask)), mask)
 
 
 def test_rle_compressed_string_matches_pycocotools():
@@ -142,7 +141,7 @@ def test_rle_compressed_string_matches_pycocotools():
         mask = rng.random((23, 17)) < 0.3
         mask[5:15, 3:12] = True
         rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        decoded = rle_decode({"size": rle["size"], "counts": rle["counts"].decode()})
+        decoded = rle_to_mask({"size": rle["size"], "counts": rle["counts"].decode()})
         assert np.array_equal(decoded, mask)
 
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from geoassist.data_recipes import build, image_root, load_target_mask, read_records
-from geoassist.data_recipes.geometry import rle_encode
 from geoassist.formats import parse
+from geoassist.rle import mask_to_rle
 
 
 def _image(path: Path, size=(40, 30)) -> None:
@@ -179,7 +179,7 @@ def test_rrsis_d_refer_layout(tmp_path, refs_format):
                 "image_id": 1,
                 "category_id": 3,
                 "bbox": [10, 5, 20, 15],
-                "segmentation": rle_encode(mask),
+                "segmentation": mask_to_rle(mask),
             }
         ],
         "categories": [{"id": 3, "name": "vehicle"}],

@@ -14,9 +14,9 @@ from PIL import Image
 from rasterio.transform import from_origin
 
 from geoassist.data_recipes import build, image_root, load_records, load_target_mask, read_records
-from geoassist.data_recipes.geometry import rle_encode
 from geoassist.data_recipes.recipes.user import gpkg_blob
 from geoassist.formats import parse
+from geoassist.rle import mask_to_rle
 
 
 def _png(path: Path, size=(64, 48)) -> None:
@@ -118,7 +118,7 @@ def make_coco(root: Path) -> None:
                 "image_id": 1,
                 "category_id": 2,
                 "bbox": [50, 40, 40, 20],
-                "segmentation": rle_encode(mask),
+                "segmentation": mask_to_rle(mask),
                 "iscrowd": 0,
             },
             {
@@ -126,7 +126,7 @@ def make_coco(root: Path) -> None:
                 "image_id": 1,
                 "category_id": 1,
                 "bbox": [0, 0, 100, 80],
-                "segmentation": rle_encode(mask),
+                "segmentation": mask_to_rle(mask),
                 "iscrowd": 1,
             },
             {"id": 13, "image_id": 1, "category_id": 1, "bbox": [500, 500, 10, 10], "iscrowd": 0},

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-# iSAID's class colours in ``*_instance_color_RGB.png`` (iSAID_Devkit's palette), keyed by the category
-# names of its COCO JSON; GeoSynth's iSAID exporter writes the same table.
 from geoassist.readers import Malformed, read_coco
 from geoassist.readers.coco import ISAID_PALETTE, isaid_instances, rgb_code
+from geoassist.rle import mask_to_rle, rle_to_mask
 
 from ..core import (
     Context,
@@ -34,7 +33,7 @@ from ..core import (
     split_filter,
     stable_pick,
 )
-from ..geometry import label_name, plural, polygon_mask, rle_decode, rle_encode, text_mask
+from ..geometry import label_name, plural, polygon_mask, text_mask
 from ..tasks import check_objects, object_records
 
 _COLOR_SUFFIX = "_instance_color_RGB"
@@ -275,7 +274,7 @@ class ISAID(Recipe):
                     {"label": label, "points": o["points"]} for o in objs if "points" in o
                 ]
                 targets["mask_rle"] = (
-                    rle_encode(mask)
+                    mask_to_rle(mask)
                     if mask is not None
                     else {"size": [height, width], "counts": [height * width]}
                 )
@@ -591,9 +590,9 @@ class RRSISD(Recipe):
         seg = annotation.get("segmentation")
         try:
             if isinstance(seg, dict):
-                mask = rle_decode(seg)
+                mask = rle_to_mask(seg)
             elif isinstance(seg, list) and seg and isinstance(seg[0], dict):
-                mask = np.logical_or.reduce([rle_decode(s) for s in seg])
+                mask = np.logical_or.reduce([rle_to_mask(s) for s in seg])
             elif isinstance(seg, list) and seg:
                 mask = polygon_mask(seg, size)
             else:
@@ -622,7 +621,7 @@ class RRSISD(Recipe):
                 argument=item["sentence"].strip(),
                 answer=answer,
                 targets={
-                    "mask_rle": rle_encode(mask),
+                    "mask_rle": mask_to_rle(mask),
                     "boxes": [{"label": item["sentence"].strip(), "box": box}],
                     "count": 1,
                 },

@@ -14,6 +14,7 @@ import numpy as np
 
 from geoassist.chat import IMAGE_SLOT
 from geoassist.readers import Malformed, read_coco
+from geoassist.rle import mask_to_rle, rle_to_mask
 
 from ..core import (
     Context,
@@ -29,7 +30,7 @@ from ..core import (
     split_filter,
     stable_pick,
 )
-from ..geometry import label_name, plural, polygon_mask, rle_decode, rle_encode, text_mask
+from ..geometry import label_name, plural, polygon_mask, text_mask
 from ..schema import TASKS, Record, validate_record
 from ..tasks import check_objects, object_records
 
@@ -345,7 +346,7 @@ class COCOInstances(Recipe):
                         ]
                         obj["_mask"] = polygon_mask(polys, size)
                 elif isinstance(seg, dict) and "counts" in seg:
-                    obj["_mask"] = rle_decode(seg)
+                    obj["_mask"] = rle_to_mask(seg)
             except (ValueError, TypeError) as exc:
                 outcomes.append(
                     Dropped(
@@ -378,7 +379,7 @@ class COCOInstances(Recipe):
                         argument=f"all {plural(label)}",
                         answer=answer,
                         targets={
-                            "mask_rle": rle_encode(mask)
+                            "mask_rle": mask_to_rle(mask)
                             if mask is not None
                             else {"size": [height, width], "counts": [height * width]},
                             "boxes": [{"label": label, "box": o["box"]} for o in objs],
