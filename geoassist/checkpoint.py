@@ -198,8 +198,7 @@ def save_checkpoint(
     """
     dtype = torch.float16 if half else None
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(folder)  # also removes what a killed save left beside it
+    tmp = make_temp_dir(folder)  # makes the parent; removes what a killed save left beside it
     try:
         config: ModelConfig = copy.deepcopy(model.config)
         config.vision.weights = None  # the weights travel in vision.safetensors
