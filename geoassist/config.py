@@ -304,19 +304,12 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, _from_dict(cls, value, f"{name}."))
-            elif not isinstance(value, cls):
+            elif not isinstance(value, cls) and not (value is None and name in _OPTIONAL):
+                null = " or null" if name in _OPTIONAL else ""
                 raise ConfigError(
-                    f"{name} must be a JSON object of settings ({cls.__name__}), got {_shown(value)}"
+                    f"{name} must be a JSON object of settings ({cls.__name__}){null}, "
+                    f"got {_shown(value)}"
                 )
-        if isinstance(self.region_decoder, dict):
-            self.region_decoder = _from_dict(
-                RegionDecoderConfig, self.region_decoder, "region_decoder."
-            )
-        elif not isinstance(self.region_decoder, RegionDecoderConfig | None):
-            raise ConfigError(
-                "region_decoder must be a JSON object of settings (RegionDecoderConfig) or null, "
-                f"got {_shown(self.region_decoder)}"
-            )
         _check(
             self.chat_format in CHAT_FORMATS,
             f"chat_format {self.chat_format!r} is not one of {CHAT_FORMATS}",
@@ -387,7 +380,9 @@ _NESTED = {
     "lm": LMConfig,
     "lora": LoRAConfig,
     "preprocess": PreprocessConfig,
+    "region_decoder": RegionDecoderConfig,
 }
+_OPTIONAL = {"region_decoder"}  # sections that may be None (null)
 
 
 def _expects(hint: Any, value: Any) -> str | None:
