@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 N_RESAMPLES = 1000
 RESCORED_DRAWS = 100  # draws scored again for values that are not plain means (see bootstrap)
 SEED = 0
+CI_SUFFIX = "_ci95"  # an interval's name: its value's name with this appended
 # Scorers whose summaries are redrawn; the others report no accuracy to put an interval on.
 RESAMPLED_SCORERS = ("qa", "grounding", "scene_cls", "refer_seg", "choice", "knowledge")
 _ACCURACY = re.compile(r"(^|_)(accuracy|lenient)($|_)|^acc@|^p@|within_1$")
@@ -254,19 +255,19 @@ def attach(
     metrics: dict[str, Any],
     by_type: dict[str, Any],
     intervals: Mapping[tuple[str, ...], list[float] | None],
-    suffix: str = "_ci95",
 ) -> None:
-    """Write ``intervals`` beside their values (``name`` + ``suffix``)."""
+    """Write ``intervals`` beside their values (``name`` + :data:`CI_SUFFIX`)."""
     for key, interval in intervals.items():
         if interval is None:
             continue
         if key[0] == "metrics":
-            metrics[key[1] + suffix] = interval
+            metrics[key[1] + CI_SUFFIX] = interval
         elif key[0] == "by_type" and isinstance(by_type.get(key[1]), dict):
-            by_type[key[1]][key[2] + suffix] = interval
+            by_type[key[1]][key[2] + CI_SUFFIX] = interval
 
 
 __all__ = [
+    "CI_SUFFIX",
     "N_RESAMPLES",
     "RESAMPLED_SCORERS",
     "accuracy_values",

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from geoassist.eval.intervals import CI_SUFFIX
 from geoassist.extras import MissingExtraError, require
 
 logger = logging.getLogger(__name__)
@@ -17,7 +18,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["write_outputs", "to_json_safe", "render_markdown"]
 
 MAX_LISTED_IDS = 20
-CI_SUFFIX = "_ci95"  # a 95 % bootstrap interval [lo, hi] beside the value it belongs to
 
 
 def to_json_safe(value: Any) -> Any:
