@@ -100,8 +100,6 @@ def answer_large(core: Core, source: RasterSource, request: AskRequest) -> Answe
         config.preprocess, overview, bands=list(opts.bands) if opts.bands is not None else None,
         sensor=opts.sensor, composite=opts.composite,
     )  # fmt: skip
-    overview_in = encoder_input(overview)
-    ov_scale = (source.width / overview.width, source.height / overview.height)
     # What the core is asked for every input: the question, read from encoder-ready RGB.
     base = request.replace(
         images=[], region=None, history=None, image_options=ImageOptions(), stream=False,
@@ -109,6 +107,8 @@ def answer_large(core: Core, source: RasterSource, request: AskRequest) -> Answe
     )  # fmt: skip
     if request.region is not None:
         return _answer_region(core, source, request, base, encoder_input)
+    overview_in = encoder_input(overview)
+    ov_scale = (source.width / overview.width, source.height / overview.height)
     rule = merge_rule(request.task)
     if rule == "whole":
         options = dataclasses.replace(options, max_tiles=0)
