@@ -55,20 +55,16 @@ def image_cluster(record: Mapping[str, Any]) -> str:
 
 def accuracy_values(metrics: Mapping[str, Any], by_type: Mapping[str, Any]) -> Values:
     """The accuracies of a summary, keyed ``("metrics", name)`` / ``("by_type", type, name)``."""
-    out: Values = {}
-    for name, value in metrics.items():
-        if is_accuracy(name) and isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[("metrics", name)] = float(value)
+
+    def wanted(name: str, value: Any) -> bool:
+        return is_accuracy(name) and isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    out: Values = {("metrics", k): float(v) for k, v in metrics.items() if wanted(k, v)}
     for kind, entry in by_type.items():
-        if not isinstance(entry, Mapping):
-            continue
-        for name, value in entry.items():
-            if (
-                is_accuracy(name)
-                and isinstance(value, (int, float))
-                and not isinstance(value, bool)
-            ):
-                out[("by_type", str(kind), name)] = float(value)
+        if isinstance(entry, Mapping):
+            out.update(
+                {("by_type", str(kind), k): float(v) for k, v in entry.items() if wanted(k, v)}
+            )
     return out
 
 
@@ -202,21 +198,16 @@ def bootstrap(
     slow = draws(clusters, min(n, rescored), seed)  # the first draws of the same sequence
     whole, linear = _contributions(summarize, items)
 
-    def samples_of(linear_own, whole_values, score_draw):
-        out: dict[tuple[str, ...], list[float]] = {
-            key: v.tolist()
-            for key, v in _fast_draws(whole_values, linear_own, index, counts, n_clusters).items()
-        }
-        rest = [k for k in whole_values if k not in out]
-        if rest:
-            for indices in slow:
-                values = score_draw(indices)
-                for key in rest:
-                    if key in values:
-                        out.setdefault(key, []).append(values[key])
-        return out
-
-    samples = samples_of(linear, whole, lambda idx: summarize(redraw(items, idx)))
+    samples: dict[tuple[str, ...], list[float]] = {
+        key: v.tolist() for key, v in _fast_draws(whole, linear, index, counts, n_clusters).items()
+    }
+    rest = [k for k in whole if k not in samples]
+    if rest:
+        for indices in slow:
+            values = summarize(redraw(items, indices))
+            for key in rest:
+                if key in values:
+                    samples.setdefault(key, []).append(values[key])
     intervals = {key: percentile_interval(v) for key, v in samples.items()}
     gain_intervals: dict[str, dict] = {}
     for name, (control_items, position) in (paired or {}).items():
