@@ -10,7 +10,6 @@ from the decoder losses. Stage 2 then trains everything together (``stage_loss``
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +102,3 @@ def _pretrain_steps(model, dataset, indices, collate, steps, batch_size, lr, see
         losses.append(float(loss.detach()))
     return losses
 
-
-def seg_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records among ``records`` whose kind the region decoder learns from."""
-    from geoassist.train.region_data import BOX_KINDS, MASK_KINDS, MASK_QTYPES, SINGLE_KINDS
-
-    return [
-        r for r in records
-        if r.get("task") in (*BOX_KINDS, *SINGLE_KINDS, *MASK_KINDS)
-        or (r.get("task") == "change_qa" and r.get("qtype") in MASK_QTYPES)
-    ]  # fmt: skip
