@@ -324,3 +324,22 @@ def test_segmentation_summary_takes_only_prompts_with_a_target():
     with pytest.raises(ValueError, match="absent_accuracy"):
         metrics.segmentation_summary([0, 3], [0, 4])
     assert metrics.segmentation_summary([], [])["miou"] is None
+
+
+# ------------------------------------------------------------------------ optional packages
+
+
+def test_caption_metrics_and_plots_name_the_eval_extra(monkeypatch, tmp_path, caplog):
+    import sys
+
+    from geoassist.eval.report import _plots
+    from geoassist.extras import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "pycocoevalcap", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingExtraError, match=r'pip install "geoassist\[eval\]"'):
+        metrics.caption_metrics({"a": "a road"}, {"a": ["a road"]})
+    with caplog.at_level("WARNING", logger="geoassist.eval.report"):
+        assert _plots(tmp_path, {}, {"by_type": {"x": {"accuracy": 1.0}}}) == []
+    assert "plots skipped: report plots needs matplotlib" in caplog.text
+    assert 'pip install "geoassist[eval]"' in caplog.text
