@@ -49,7 +49,6 @@ class PackedConversation:
     samples: tuple[Sample, ...]
     images: tuple[str, ...]
     image_root: Path
-    split: str | None
 
     @property
     def ids(self) -> list[str]:
@@ -125,7 +124,7 @@ def plan_conversations(
         groups.setdefault((*group_key(sample), copy), []).append(sample)
     rng = random.Random(f"packing:{seed}")
     out: list[PackedConversation] = []
-    for key, members in groups.items():
+    for members in groups.values():
         members = list(members)
         rng.shuffle(members)
         images = tuple(members[0].record.get("images") or ())
@@ -135,22 +134,17 @@ def plan_conversations(
         for sample in members:
             cost = tokens[sample.record["id"]]
             if chunk and used + cost > budget_tokens:
-                out.append(_conversation(chunk, images, key))
+                out.append(PackedConversation(tuple(chunk), images, chunk[0].image_root))
                 chunk, used = [], fixed
             chunk.append(sample)
             used += cost
         if chunk:
-            out.append(_conversation(chunk, images, key))
+            out.append(PackedConversation(tuple(chunk), images, chunk[0].image_root))
     logger.info(
         "packing: %d records of %d image groups into %d conversations (%.1f turns each)",
         len(samples), len(groups), len(out), len(samples) / max(1, len(out)),
     )  # fmt: skip
     return out
-
-
-def _conversation(chunk: list[Sample], images: tuple[str, ...], key: tuple[Any, ...]) -> PackedConversation:
-    split = key[2] if len(key) > 3 else None
-    return PackedConversation(tuple(chunk), images, chunk[0].image_root, split)
 
 
 def turn_order(n: int, *, seed: int, epoch: int, index: int) -> list[int]:
