@@ -32,8 +32,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from geoassist.errors import GeoAssistError
 
@@ -103,11 +103,9 @@ class FeatureCache:
         """The tower's output for the image with content hash ``digest`` (tokens, width)."""
         path = self.path(digest)
         try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
+            with safe_open(str(path), framework="pt") as f:  # metadata and tensors in one read
                 meta = f.metadata() or {}
-            tensors = load_file(str(path))
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
         except (OSError, SafetensorError) as exc:
             raise FeatureCacheError(
                 f"cached features {path} cannot be read ({exc}); delete the file (or the folder "
