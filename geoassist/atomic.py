@@ -27,6 +27,7 @@ __all__ = [
     "temp_name",
     "remove_stale_temp_dirs",
     "replace_folder",
+    "replace_file",
     "process_alive",
 ]
 
@@ -118,3 +119,22 @@ def replace_folder(new: Path, target: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def replace_file(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary sibling renamed over it.
+
+    Readers see the old file or the new one, never half of it; the file is made readable by
+    everyone (``0644``), as an ordinary write would leave it.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

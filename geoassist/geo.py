@@ -403,10 +403,6 @@ def _ogc_urn(crs: CRS | None) -> str | None:
 
 def write_geojson(answer: Any, path: Any, *, crs: str = "EPSG:4326") -> None:
     """Write ``answer.to_geojson(crs=crs)`` to ``path`` (UTF-8, atomically replaced)."""
-    from pathlib import Path
+    from geoassist.atomic import replace_file
 
-    path = Path(path)
-    text = json.dumps(answer.to_geojson(crs=crs), ensure_ascii=False, indent=1) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    replace_file(path, json.dumps(answer.to_geojson(crs=crs), ensure_ascii=False, indent=1) + "\n")

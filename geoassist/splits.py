@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -303,18 +301,11 @@ def generate(samples: str | Path) -> dict[str, Any]:
 
 def write_split_file(content: Mapping[str, Any], out: str | Path) -> Path:
     """Write ``content`` to ``out`` atomically (a temporary file renamed over it)."""
+    from geoassist.atomic import replace_file
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(content, handle, indent=1, sort_keys=False)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_file(out, json.dumps(content, indent=1, sort_keys=False) + "\n")
     _load.cache_clear()
     return out
 

@@ -25,7 +25,6 @@ import argparse
 import os
 import string
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -420,15 +419,9 @@ def update_doc(path: str | os.PathLike) -> bool:
         return False
     start = text.find(DOC_BEGIN)
     updated = text[:start] + new + text[start + len(old) :]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(updated)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from geoassist.atomic import replace_file
+
+    replace_file(path, updated)
     return True
 
 
