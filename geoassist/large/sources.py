@@ -18,6 +18,7 @@ import rasterio
 
 from geoassist.geo import Georef
 from geoassist.io import DEFAULT_MAX_PIXELS, Image, RasterReader, open_raster
+from geoassist.raster.readers import overview_size
 from geoassist.request import OVERVIEW_MAX_SIDE
 
 __all__ = ["GDAL_CACHE_MB", "RasterSource"]
@@ -77,7 +78,7 @@ class RasterSource:
             reader = open_raster(source, max_pixels=max_pixels)
             try:
                 info = reader.info
-                out = _overview_size(info.width, info.height, overview_side)
+                out = overview_size(info.width, info.height, overview_side)
                 reader.check_limit(info.count, (0, 0, info.width, info.height), out, max_pixels)
             except BaseException:
                 reader.close()
@@ -110,7 +111,7 @@ class RasterSource:
 
     def overview(self, max_side: int) -> Image:
         """The whole scene resampled so that its longer side is at most ``max_side``."""
-        out = _overview_size(self.width, self.height, max_side)
+        out = overview_size(self.width, self.height, max_side)
         return self.read(None, None if out == self.size else out)
 
     def _read(self, window: tuple[int, int, int, int], out_size: tuple[int, int]) -> np.ndarray:
@@ -129,11 +130,3 @@ class RasterSource:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _overview_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """(width, height) scaled so that the longer side is at most ``max_side`` (never enlarged)."""
-    scale = max(width, height) / max_side
-    if scale <= 1:
-        return width, height
-    return max(1, round(width / scale)), max(1, round(height / scale))

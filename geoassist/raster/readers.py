@@ -49,7 +49,14 @@ from geoassist.raster.image import (
     window_transform,
 )
 
-__all__ = ["DEFAULT_MAX_PIXELS", "RasterReader", "ArrayReader", "PillowReader", "RasterioReader"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "RasterReader",
+    "ArrayReader",
+    "PillowReader",
+    "RasterioReader",
+    "overview_size",
+]
 
 # GDAL drivers that decode a whole image (or every row above a window) for any read.
 WHOLE_DECODE_DRIVERS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP"})
@@ -86,6 +93,14 @@ _INTERP_NAMES = {
 _DECODE_ERRORS = (RasterioError, OSError, ValueError, EOFError, SyntaxError)
 
 Window4 = tuple[int, int, int, int]
+
+
+def overview_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) scaled so that the longer side is at most ``max_side`` (never enlarged)."""
+    scale = max(width, height) / max_side
+    if scale <= 1:
+        return width, height
+    return max(1, round(width / scale)), max(1, round(height / scale))
 
 
 class RasterReader:
@@ -161,11 +176,8 @@ class RasterReader:
     def read_overview(self, max_side: int, indexes: Sequence[int] | None = None) -> Image:
         """The whole raster resampled so that its longer side is at most ``max_side``."""
         info = self.info
-        scale = max(info.width, info.height) / max(1, int(max_side))
-        if scale <= 1:
-            return self.read(indexes)
-        out = (max(1, round(info.width / scale)), max(1, round(info.height / scale)))
-        return self.read(indexes, None, out)
+        out = overview_size(info.width, info.height, max(1, int(max_side)))
+        return self.read(indexes, None, None if out == (info.width, info.height) else out)
 
     def check_limit(
         self, count: int, window: Window4, out_size: tuple[int, int], max_pixels: int | None
