@@ -150,9 +150,10 @@ class SynthCache:
             out.append((int(meta["start"]), int(meta["start"]) + int(meta["count"]), shard))
         return sorted(out)
 
-    def covered(self, start: int, count: int) -> bool:
+    def covered(self, start: int, count: int, shards: list[tuple[int, int, Path]] | None = None) -> bool:
+        """Whether every sample of [start, start+count) is in the cache (of ``shards``, when given)."""
         have = set()
-        for a, b, _ in self.shards():
+        for a, b, _ in self.shards() if shards is None else shards:
             have.update(range(max(a, start), min(b, start + count)))
         return len(have) == count
 
@@ -163,11 +164,9 @@ class SynthCache:
         """
         from geoassist.synth.pipeline import ordered_map, sample_seed
 
-        todo = [
-            a
-            for a in range(start - start % shard_size, start + count, shard_size)
-            if not self.covered(a, shard_size)
-        ]
+        starts = range(start - start % shard_size, start + count, shard_size)
+        shards = self.shards() if starts else []  # every meta.json of the folder, read once
+        todo = [a for a in starts if not self.covered(a, shard_size, shards)]
         t0 = time.perf_counter()
         generated = 0
         for a in todo:
