@@ -18,15 +18,7 @@ from typing import Any
 import torch
 
 from geoassist import formats
-from geoassist.answer import (
-    Answer,
-    AnswerBox,
-    AnswerMask,
-    AnswerOBox,
-    AnswerPolygon,
-    AnswerStream,
-    plain_text,
-)
+from geoassist.answer import Answer, AnswerStream, plain_text
 from geoassist.chat import (
     IMAGE_SLOT,
     Message,
@@ -492,13 +484,11 @@ class Assistant:
         parsed = formats.parse(raw, image.size)
         return Answer(
             text=plain_text(parsed.text),
-            boxes=[AnswerBox(b.label, b.box, b.score) for b in parsed.boxes],
-            obboxes=[
-                AnswerOBox(o.label, o.cx, o.cy, o.w, o.h, o.angle_deg, o.score)
-                for o in parsed.obboxes
-            ],
-            polygons=[AnswerPolygon(p.label, list(p.points)) for p in parsed.polygons],
-            masks=[AnswerMask(parsed.mask)] if parsed.mask is not None else [],
+            # Answer types the parsed boxes, oriented boxes, polygons and mask itself.
+            boxes=parsed.boxes,
+            obboxes=parsed.obboxes,
+            polygons=parsed.polygons,
+            mask=parsed.mask,
             parse_errors=list(parsed.errors),
             raw=raw,
             task=task,
