@@ -3,8 +3,9 @@
 Each converter takes the other system's text and the image size ``(width, height)`` and
 returns an answer in our grammar, ready for :func:`geoassist.formats.parse` or for use as a
 training target. They build on the grammar's primitives (:mod:`geoassist.format_grammar`)
-only; :mod:`geoassist.formats` re-exports them. They never raise on garbage text: pieces they cannot read are left out
-(and logged at debug level). An answer left empty becomes ``none``.
+only; :mod:`geoassist.formats` re-exports them. They never raise on garbage text: pieces
+they cannot read are left out (and logged at debug level). An answer left empty becomes
+``none``.
 """
 
 from __future__ import annotations
