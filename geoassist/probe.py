@@ -1,8 +1,12 @@
 """Linear probes of frozen vision towers: what a tower's features say about a scene, before any LM.
 
 For each model the tower is frozen and its patch tokens (block ``feature_layer``, the tokens
-the LM's projector reads) are the features. Linear probes are fitted on a GeoSynth train split
-and scored on a test split of other seeds:
+the LM's projector reads) are the features. A checkpoint trained with stage 0's dense heads on a
+finer feature path (``conv8``: a stride-8 convolutional branch beside the ViT) adds that path's
+map to the per-cell features, since the dense heads and the region decoder read it; the result
+names the features it used (``cell_features``). Linear probes are fitted on a GeoSynth train
+split and scored on a split of other seeds: ``val`` to choose between towers, ``test`` (the
+default) once for the chosen one:
 
 - ``scene_top1``: softmax regression on the mean token → GeoSynth scene class;
 - ``presence_map``: one logistic regression per semantic class on the mean token; mean
@@ -42,7 +46,8 @@ from geoassist.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PROBE_GRID = 32
-TRAIN_SEED, TEST_SEED = 910_001, 920_002  # probe seed sequences, apart from training runs' (0, 1, …)
+TRAIN_SEED, TEST_SEED, VAL_SEED = 910_001, 920_002, 930_003  # probe seed sequences, apart from training runs' (0, 1, …)
+SPLIT_SEEDS = {"test": TEST_SEED, "val": VAL_SEED}
 METRICS = ("scene_top1", "presence_map", "count_mae", "semantic_miou", "change_iou")
 
 
@@ -57,8 +62,11 @@ class ProbeSettings:
     workers: int = 2
     batch_size: int = 16
     cells_per_image: int = 96  # training cells sampled per image for the cell probes
+    split: str = "test"  # the scored split: "val" (choosing a tower) or "test" (scored once)
 
     def __post_init__(self) -> None:
+        if self.split not in SPLIT_SEEDS:
+            raise ConfigError(f"the probe's split is one of {sorted(SPLIT_SEEDS)}, not {self.split!r}")
         if min(self.n_train, self.n_test) < 2 or min(self.n_pairs_train, self.n_pairs_test) < 0:
             raise ConfigError("the probe needs at least 2 train and 2 test scenes")
         if self.size % PROBE_GRID:
@@ -76,6 +84,18 @@ class Tower:
         self.preprocess = model.config.preprocess
         self.device = device
         del model
+        self.fine = None  # the dense heads' finer path (conv8), when the checkpoint has one
+        if Path(name).is_dir():
+            from geoassist.model.dense_heads import has_dense_heads, load_dense_heads
+
+            if has_dense_heads(name):
+                heads = load_dense_heads(name)
+                if heads.config.feature_path == "conv8":
+                    self.fine = heads.fine.to(device).eval().requires_grad_(False)
+
+    @property
+    def cell_features(self) -> str:
+        return "tokens+conv8" if self.fine is not None else "tokens"
 
     @torch.no_grad()
     def features(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,6 +110,10 @@ class Tower:
         side = int(round(n**0.5))
         grid = tokens.transpose(1, 2).reshape(b, w, side, side)
         cells = F.interpolate(grid, size=(PROBE_GRID, PROBE_GRID), mode="bilinear", align_corners=False)
+        if self.fine is not None:
+            fine = self.fine(self.vision.adapt(pixels).float(), grid)
+            fine = F.interpolate(fine, size=(PROBE_GRID, PROBE_GRID), mode="bilinear", align_corners=False)
+            cells = torch.cat([cells, fine], dim=1)
         return tokens.mean(dim=1).cpu(), cells.cpu()
 
 
@@ -195,7 +219,8 @@ def geosynth_probe(tower: Tower, settings: ProbeSettings) -> dict[str, float]:
     from geoassist.synth.palette import SEMANTIC_CLASSES
 
     rng = np.random.default_rng(0)
-    train, test = _cache(settings, "scene", TRAIN_SEED, settings.n_train), _cache(settings, "scene", TEST_SEED, settings.n_test)
+    train = _cache(settings, "scene", TRAIN_SEED, settings.n_train)
+    test = _cache(settings, "scene", SPLIT_SEEDS[settings.split], settings.n_test)
     pooled, cell_x, cell_y, targets = [], [], [], []
     for truths in _batches(train, settings.n_train, settings.batch_size):
         p, cells = tower.features(np.stack([t.image for t in truths]))
@@ -250,6 +275,8 @@ def geosynth_probe(tower: Tower, settings: ProbeSettings) -> dict[str, float]:
         "count_mae": float(np.mean(abs_err)) if abs_err else float("nan"),
         "semantic_miou": float((inter[present] / union[present]).mean()) if present.any() else float("nan"),
         "n_test_scenes": settings.n_test,
+        "split": settings.split,
+        "cell_features": tower.cell_features,
     }
     if settings.n_pairs_train and settings.n_pairs_test:
         out["change_iou"] = change_probe(tower, settings)
@@ -270,7 +297,7 @@ def _pair_cells(tower: Tower, truths) -> tuple[torch.Tensor, np.ndarray]:
 def change_probe(tower: Tower, settings: ProbeSettings) -> float:
     rng = np.random.default_rng(1)
     train = _cache(settings, "pair", TRAIN_SEED, settings.n_pairs_train)
-    test = _cache(settings, "pair", TEST_SEED, settings.n_pairs_test)
+    test = _cache(settings, "pair", SPLIT_SEEDS[settings.split], settings.n_pairs_test)
     xs, ys = [], []
     n_changed = n_cells = 0
     for truths in _batches(train, settings.n_pairs_train, settings.batch_size):

@@ -3,6 +3,8 @@ the heads saved beside (not inside) the inference checkpoint, and a batch the he
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -44,6 +46,11 @@ def test_tiny_stage0_with_all_heads_trains_and_saves_heads_beside_the_checkpoint
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss in result.losses)
     assert (result.final / DENSE_HEADS_FILE).is_file()
     assert any("GeoSynth cache" in m and "MB on disk" in m for m in caplog.messages)
+    # each loss term is logged apart, a line per logged step
+    terms = [json.loads(line) for line in (tmp_path / "run" / "loss_terms.jsonl").read_text().splitlines()]
+    assert [t["step"] for t in terms] == [1, 2, 3, 4]
+    assert {"scene", "presence", "semantic", "centre", "change"} <= set(terms[-1])
+    assert all(v >= 0 for t in terms for k, v in t.items() if k != "step")
     # the inference path ignores the heads; the probe and a continued stage 0 read them
     model = load_checkpoint(result.final)
     assert not any("dense" in n for n, _ in model.named_parameters())

@@ -88,3 +88,29 @@ def test_bad_probe_settings():
         ProbeSettings(size=100)
     with pytest.raises(ConfigError, match="at least one model"):
         run_probe([], "x")
+
+
+def test_probe_reads_the_conv8_path_and_scores_the_val_split(tmp_path):
+    """A checkpoint trained with conv8 dense heads adds that finer map to the cell features; the
+    val split is scored on seeds of its own, apart from the test split's."""
+    from geoassist.checkpoint import create_model, save_checkpoint
+    from geoassist.model.dense_heads import DenseHeads, DenseHeadsConfig, save_dense_heads
+    from geoassist.probe import TEST_SEED, VAL_SEED, ProbeSettings, Tower, run_probe
+
+    model = create_model("tiny")
+    folder = save_checkpoint(model, tmp_path / "ckpt")
+    save_dense_heads(DenseHeads(DenseHeadsConfig(feature_path="conv8", width=16), model.vision.width), folder)
+    tower = Tower(str(folder))
+    _, cells = tower.features(np.zeros((2, 96, 96, 3), np.uint8))
+    assert tower.cell_features == "tokens+conv8" and cells.shape[1] == model.vision.width + 16
+    assert Tower("tiny").cell_features == "tokens"
+
+    settings = ProbeSettings(n_train=8, n_test=4, n_pairs_train=0, n_pairs_test=0, size=96,
+                             cache_dir=str(tmp_path / "cache"), workers=1, split="val")
+    r = run_probe([str(folder)], tmp_path / "out", settings)[str(folder)]
+    assert r["split"] == "val" and r["cell_features"] == "tokens+conv8"
+    assert 0 <= r["semantic_miou"] <= 1
+    folders = {p.name for p in (tmp_path / "cache").iterdir()}
+    assert any(str(VAL_SEED) in f for f in folders) and not any(str(TEST_SEED) in f for f in folders)
+    with pytest.raises(ConfigError, match="split"):
+        ProbeSettings(split="train")

@@ -226,7 +226,8 @@ def stage_loss(stage: int, module: StageModule, batch: dict) -> tuple[torch.Tens
     if stage == 0 and module.dense is not None:
         from geoassist.train.dense_loss import dense_stage0_loss
 
-        total, _ = dense_stage0_loss(module, batch)
+        total, terms = dense_stage0_loss(module, batch)
+        module.last_terms = terms  # each loss term's value, for the training log
         return total, len(batch["text"])
     if stage == 0:
         features = module.model.vision.encode_image(batch["pixel_values"])

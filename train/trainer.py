@@ -16,7 +16,7 @@ import os
 import platform
 import signal
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,6 +358,9 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
     losses: list[tuple[int, float]] = []
     start_time = time.perf_counter()
     samples_seen = 0
+    # stage 0 with dense heads: each loss term's mean over the steps since the last log line
+    term_sums: dict[str, float] = defaultdict(float)
+    term_counts: dict[str, int] = defaultdict(int)
     batches = iter(loader)
     progress = _progress(main, config.optim.max_steps, step)
     module.train()
@@ -383,6 +386,7 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
     with _signals(stop):
         while step < config.optim.max_steps:
             step_loss = 0.0
+            raw_module.last_terms = {}
             for _ in range(config.optim.grad_accum):
                 batch = next(batches)
                 batches_done += 1
@@ -401,6 +405,9 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
                         scheduler.step()
                     optimizer.zero_grad()
                 step_loss += loss.item() / config.optim.grad_accum
+                for name, value in (getattr(raw_module, "last_terms", None) or {}).items():
+                    term_sums[name] += value
+                    term_counts[name] += 1
                 samples_seen += n * world
                 # every turn of a packed conversation is one sample of its record's task (on more
                 # than one process: this process's share times the number of processes)
@@ -411,7 +418,10 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
             rate = samples_seen / max(time.perf_counter() - start_time, 1e-9)
             progress.update(step_loss, rate)
             if step % config.log_every == 0 or step == config.optim.max_steps:
-                log.write(step, step_loss, scheduler.get_last_lr()[0], rate)
+                terms = {k: term_sums[k] / term_counts[k] for k in sorted(term_sums)}
+                log.write(step, step_loss, scheduler.get_last_lr()[0], rate, terms)
+                term_sums.clear()
+                term_counts.clear()
             if val_dataset is not None and (
                 step % config.val_every == 0 or step == config.optim.max_steps
             ):
@@ -471,6 +481,14 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def _step_of(line: str) -> float:
+    """The step of one ``loss_terms.jsonl`` line; a torn or empty line (a crash mid-write) is dropped."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 class _Log:
     """CSV and TensorBoard logs of loss, learning rate and samples/s (main process only)."""
 
@@ -479,6 +497,10 @@ class _Log:
         if not enabled:
             return
         path = out_dir / "log.csv"
+        self.terms_path = out_dir / "loss_terms.jsonl"
+        if self.terms_path.is_file():  # as log.csv: keep the history up to the resume point
+            kept = [line for line in self.terms_path.read_text().splitlines() if _step_of(line) <= resume_step]
+            self.terms_path.write_text("".join(line + "\n" for line in kept))
         rows = []
         if (
             path.is_file()
@@ -498,7 +520,9 @@ class _Log:
             str(out_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
         )
 
-    def write(self, step: int, loss: float, lr: float, rate: float) -> None:
+    def write(self, step: int, loss: float, lr: float, rate: float, terms: dict[str, float] | None = None) -> None:
+        """One log line; ``terms``: each loss term's mean since the last line (stage 0's dense heads),
+        which also goes to ``loss_terms.jsonl`` and TensorBoard's ``loss/<term>``."""
         if not self.enabled:
             return
         self.csv.writerow(
@@ -514,7 +538,13 @@ class _Log:
         self.tb.add_scalar("train/loss", loss, step)
         self.tb.add_scalar("train/lr", lr, step)
         self.tb.add_scalar("train/samples_per_s", rate, step)
-        logger.info("step %d loss %.4f lr %.2e %.2f samples/s", step, loss, lr, rate)
+        if terms:
+            for name, value in terms.items():
+                self.tb.add_scalar(f"loss/{name}", value, step)
+            with self.terms_path.open("a") as f:
+                f.write(json.dumps({"step": step, **{k: round(v, 6) for k, v in terms.items()}}) + "\n")
+        shown = "".join(f" {k} {v:.3f}" for k, v in (terms or {}).items())
+        logger.info("step %d loss %.4f lr %.2e %.2f samples/s%s", step, loss, lr, rate, f" ({shown.strip()})" if shown else "")
 
     def close(self) -> None:
         if self.enabled:

@@ -11,7 +11,8 @@ GeoSynth (train split of one seed sequence, test split of another; both cached u
 semantic_miou (32x32 cells whatever the tower's stride) and change_iou (pairs).
 --rsvqa-lr DIR adds a leave-one-image-out probe of RSVQA-LR presence questions next to the
 per-question majority answer; --scenes DIR a linear probe of scene class on a folder-per-class
-dataset (image-level split). Writes OUT/probe.json and OUT/probe.md."""
+dataset (image-level split). --split val scores a validation split of its own seeds (for choosing
+a tower); the test split is for the chosen one. Writes OUT/probe.json and OUT/probe.md."""
 
 
 def register(subparsers) -> None:
@@ -36,6 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, default=256, help="GeoSynth scene size in pixels (default 256)")
     p.add_argument("--cache-dir", default="~/.cache/geoassist/synth", help="GeoSynth shard cache folder")
     p.add_argument("--workers", type=int, default=2, help="GeoSynth generation processes")
+    p.add_argument("--split", choices=("val", "test"), default="test",
+                   help="GeoSynth split scored: val to choose between towers, test (default) once for the chosen one")
     p.set_defaults(func=run_probe_command)
 
 
@@ -47,6 +50,7 @@ def run_probe_command(args) -> int:
     settings = ProbeSettings(
         n_train=args.n_train, n_test=args.n_test, n_pairs_train=args.pairs_train,
         n_pairs_test=args.pairs_test, size=args.size, cache_dir=args.cache_dir, workers=args.workers,
+        split=args.split,
     )
     results = run_probe(args.model, args.out, settings, rsvqa_lr=args.rsvqa_lr, scenes=args.scenes,
                         scenes_limit=args.scenes_limit)
