@@ -131,6 +131,18 @@ def _check_lm_part(folder: Path, part: str) -> None:
                 ) from exc
 
 
+def score_lines(scores: dict[str, Any] | None) -> list[str]:
+    """The card's "Scores" section body: one table row per evaluation and metric."""
+    if not scores:
+        return ["No evaluation recorded."]
+    lines = ["| task | metric | value |", "|---|---|---|"]
+    for task, metrics in scores.items():
+        for metric, value in metrics.items():
+            shown = f"{value:.4g}" if isinstance(value, float) else value
+            lines.append(f"| {task} | {metric} | {shown} |")
+    return lines
+
+
 def _model_card(model, folder_name: str, card: dict[str, Any] | None) -> str:
     config: ModelConfig = model.config
     card = card or {}
@@ -161,15 +173,7 @@ def _model_card(model, folder_name: str, card: dict[str, Any] | None) -> str:
         "",
         "## Scores",
     ]
-    scores = card.get("scores")
-    if scores:
-        lines += ["| task | metric | value |", "|---|---|---|"]
-        for task, metrics in scores.items():
-            for metric, value in metrics.items():
-                shown = f"{value:.4g}" if isinstance(value, float) else value
-                lines.append(f"| {task} | {metric} | {shown} |")
-    else:
-        lines.append("No evaluation recorded.")
+    lines += score_lines(card.get("scores"))
     lines += [
         "",
         "## Use",

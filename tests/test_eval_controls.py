@@ -232,11 +232,11 @@ def test_cli_control_both_writes_both_controls(tmp_path, capsys, tiny_model, mon
 
 def test_the_pipeline_and_the_card_show_the_visual_gain_beside_each_accuracy(tmp_path):
     from geoassist.train.card import card_scores
-    from geoassist.train.pipeline import EvalStep, _score_entry
+    from geoassist.train.pipeline import EvalStep, score_entry
 
     records = make_data(tmp_path)
     report = evaluate("rsvqa", records, Looking(), tmp_path, control="both", progress=False)
-    entry = _score_entry(report)
+    entry = score_entry(report)
     presence = entry["by_type"]["presence"]
     assert presence["visual_gain_shuffled"] == report["by_type"]["presence"]["visual_gain_shuffled"]
     assert presence["accuracy_ci95"] == [1.0, 1.0] and "visual_gain_blank_ci95" in presence
@@ -255,3 +255,45 @@ def test_the_pipeline_and_the_card_show_the_visual_gain_beside_each_accuracy(tmp
     assert keys[at + 1] == "overall_accuracy: visual gain over shuffled"
     assert EvalStep("rsvqa", "x").control == "shuffled"  # pipelines ask the control by default
     assert EvalStep("rsvqa", "x", control="none").control is None
+
+
+def test_rescore_replaces_a_saved_cards_scores_with_the_reports(tmp_path):
+    """`python -m geoassist.train.rescore`: a card whose scores came from older scorers gets the
+    reports' scores whole (intervals and visual gains beside them), the weights untouched."""
+    import torch
+
+    from geoassist.checkpoint import create_model, save_checkpoint
+    from geoassist.errors import ConfigError
+    from geoassist.train.rescore import main as rescore_main
+    from geoassist.train.rescore import rescore
+
+    torch.manual_seed(0)
+    folder = save_checkpoint(create_model("tiny"), tmp_path / "ckpt", card={
+        "training_data": "Trained on things.", "scores": {"old_eval": {"miou": 0.16}}})
+    weights = {p.name: p.read_bytes() for p in folder.glob("*.safetensors")}
+    out = tmp_path / "eval"
+    evaluate("rsvqa", make_data(tmp_path), Looking(), tmp_path, out=out, control="shuffled", progress=False)
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        rescore(folder, {"x": tmp_path / "nowhere"})
+    (tmp_path / "bad.json").write_text("{\"n\": 1}")
+    with pytest.raises(ConfigError, match="no 'metrics'"):
+        rescore(folder, {"x": tmp_path / "bad.json"})
+    assert "old_eval" in (folder / "README.md").read_text()  # a refused re-score wrote nothing
+
+    assert rescore_main([str(folder), "--report", f"lit_test={out}", "--note", "fixed scorers."]) == 0
+    card = json.loads((folder / "geoassist.json").read_text())["card"]
+    assert list(card["scores"]) == ["lit_test"]
+    assert card["scores"]["lit_test"]["presence.accuracy"] == "1 (95 % CI 1–1)"
+    assert "presence.accuracy: visual gain over shuffled" in card["scores"]["lit_test"]
+    readme = (folder / "README.md").read_text()
+    assert "old_eval" not in readme and "| lit_test | presence.accuracy | 1 (95 % CI 1–1) |" in readme
+    assert "Trained on things.\n\nRe-scored: fixed scorers.\n\n## Scores" in readme
+    assert readme.count("## Use") == 1 and readme.count("## Scores") == 1
+    # a second re-score replaces the note rather than stacking notes
+    assert rescore_main([str(folder), "--report", f"lit_test={out / 'report.json'}", "--note", "again."]) == 0
+    readme = (folder / "README.md").read_text()
+    assert "Re-scored: again." in readme and "fixed scorers" not in readme
+    assert {p.name: p.read_bytes() for p in folder.glob("*.safetensors")} == weights
+    with pytest.raises(SystemExit):
+        rescore_main([str(folder), "--report", "no-equals-sign"])

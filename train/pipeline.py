@@ -338,13 +338,13 @@ def _evaluate(config: PipelineConfig, resolve: _Resolver, final: Path, summary: 
             step.task, records, assistant, root, out=Path(config.workdir) / "eval" / name.replace(":", "_"),
             limit=step.limit, control=step.control,
         )  # fmt: skip
-        scores[name] = _score_entry(report)
+        scores[name] = score_entry(report)
         summary["scores"] = scores
         _write_json(Path(config.workdir) / "summary.json", summary)
     return scores
 
 
-def _score_entry(report: dict[str, Any]) -> dict[str, Any]:
+def score_entry(report: dict[str, Any]) -> dict[str, Any]:
     """What the summary and the card keep of a report: metrics, per-type accuracies with their
     95 % intervals and visual gains, and each blind control's metrics and gains."""
 
