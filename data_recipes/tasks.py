@@ -209,7 +209,7 @@ def object_records(
                     argument=expression,
                     answer=format_box(obj["box"], size),
                     targets=targets_for([obj], count=1),
-                    meta={**meta, "expression_from": "class and position"},
+                    meta={**meta, "expression_cues": [] if only else ["position"]},
                     **{k: v for k, v in common.items() if k != "meta"},
                 )
             )

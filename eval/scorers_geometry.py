@@ -4,6 +4,11 @@ Headline metrics (``acc@t``, ``mean_iou``, ``prompt_accuracy``, ``map@0.5``, ``m
 ``oiou``, ``p@t``) are over prompts whose target exists. Prompts whose target is absent are
 scored apart (:func:`~geoassist.eval.scorers_common.absent_metrics`): answering "none" to
 everything earns ``absent_accuracy`` 1 and nothing in the headline.
+
+Referring expressions whose records say what they need beyond the class
+(``meta.expression_cues``) are also scored by group: ``acc@0.5_class_only`` for expressions
+the class alone resolves, ``acc@0.5_beyond_class`` for those that need an attribute, a
+position, a relation or an extreme, and ``acc@0.5_needs_<cue>`` for each cue.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from geoassist.eval.scorers_common import (
     user_prompt,
 )
 from geoassist.eval.targets import (
+    EvalDataError,
     rasterize_polygons,
     reference_boxes,
     reference_mask,
@@ -137,6 +143,9 @@ def grounding_item(record: dict[str, Any], prediction: str, ctx: ScoreContext) -
         "parse_failed": not has_geometry and not none,
         "parse_errors": list(parsed.errors),
     }
+    cues = _expression_cues(record)
+    if cues is not None:
+        item["expression_cues"] = cues
     if not refs:
         item.update(absent=True, false_positive=has_geometry, correct=none and not has_geometry)
         return item
@@ -148,6 +157,39 @@ def grounding_item(record: dict[str, Any], prediction: str, ctx: ScoreContext) -
         correct=all(v >= 0.5 for v in ious),
     )
     return item
+
+
+def _expression_cues(record: dict[str, Any]) -> list[str] | None:
+    """What the record's referring expression needs beyond its class (``meta.expression_cues``;
+    empty: the class alone), or None when the record does not say."""
+    cues = (record.get("meta") or {}).get("expression_cues")
+    if cues is None:
+        return None
+    if not isinstance(cues, list) or not all(isinstance(c, str) and c for c in cues):
+        raise EvalDataError(
+            f"record {record['id']}: meta.expression_cues must be a list of cue names such as "
+            f'["attribute", "relation"] (empty for the class alone), got {cues!r}'
+        )
+    return sorted(set(cues))
+
+
+def _expression_metrics(present: list[dict[str, Any]]) -> dict[str, Any]:
+    """Acc@0.5 of the present targets by what their expressions need (see the module docstring)."""
+    described = [it for it in present if "expression_cues" in it]
+    groups: dict[str, list[dict[str, Any]]] = {
+        "class_only": [it for it in described if not it["expression_cues"]],
+        "beyond_class": [it for it in described if it["expression_cues"]],
+    }
+    for cue in sorted({c for it in described for c in it["expression_cues"]}):
+        groups[f"needs_{cue}"] = [it for it in described if cue in it["expression_cues"]]
+    out: dict[str, Any] = {}
+    for name, group in groups.items():
+        if group:
+            out[f"acc@0.5_{name}"] = metrics.iou_summary(
+                [v for it in group for v in it["ious"]], thresholds=(0.5,)
+            )["acc@0.5"]
+            out[f"n_{name}"] = len(group)
+    return out
 
 
 def _by_qtype(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -165,6 +207,7 @@ def grounding_summarize(items: list[dict[str, Any]], ctx: ScoreContext) -> Summa
     m["prompt_accuracy"] = metrics.accuracy([it["correct"] for it in present])
     m["n_targets"] = len(ious)
     m["n_oriented_prompts"] = sum(it["oriented"] for it in present)
+    m.update(_expression_metrics(present))
     m.update(absent_metrics([it for it in items if it["absent"]]))
     by_type = {}
     for t, group in _by_qtype(present).items():

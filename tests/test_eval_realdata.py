@@ -224,7 +224,56 @@ def test_levir_cd_change_qa(rs_samples):
     )
     report = evaluate("change_qa", records, oracle(records), root, progress=False)
     assert report["metrics"]["overall_accuracy"] == 1.0
-    assert set(report["by_type"]) == {r["qtype"] for r in records}
+    assert set(report["by_type"]) == {r["qtype"] for r in records if r["task"] == "change_qa"}
     flipped = {k: ("no" if v == "yes" else "yes") for k, v in oracle(records).items()}
     report = evaluate("change_qa", records, flipped, root, progress=False)
     assert report["by_type"]["change_presence"]["accuracy"] == 0.0
+
+
+def test_levir_cd_change_masks_score_as_the_recipe_measured(rs_samples):
+    records, root = load_eval_data(
+        rs_samples / "change_detection" / "samples_LEVIR", real_split=None
+    )
+    pairs = [r for r in records if r["task"] == "change_seg"]
+    assert len(pairs) == 6  # one per pair of the excerpt
+    report = evaluate("change_seg", records, oracle(records), root, progress=False)
+    changed = [r for r in pairs if r["answer"] != "none"]
+    expected = sum(r["meta"]["mask_text_iou"] for r in changed) / len(changed)
+    m = report["metrics"]
+    assert m["mean_change_iou"] == pytest.approx(expected, abs=1e-4)
+    assert m["n_present"] == len(changed) and m.get("n_absent", 0) == len(pairs) - len(changed)
+    assert 0.5 <= m["change_iou"] <= 1.0 and report["parse_failure_rate"] == 0.0
+    nothing = evaluate(
+        "change_seg", records, {r["id"]: "none" for r in pairs}, root, progress=False
+    )
+    assert nothing["metrics"]["change_iou"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("task", "folder", "headline"),
+    [
+        ("detection", "dota", "map@0.5_oriented 1.0000"),
+        ("detection", "isaid", "map@0.5 1.0000"),
+        ("refer_seg", "isaid", "miou 0."),
+        ("change_seg", "change_detection/samples_LEVIR", "change_iou "),
+    ],
+)
+def test_geometry_tasks_from_the_command_line_on_published_layouts(
+    rs_samples, tmp_path, capsys, task, folder, headline
+):
+    data = rs_samples / folder
+    records, _ = load_eval_data(data, task=task, real_split=None)
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text(
+        "".join(json.dumps({"id": r["id"], "prediction": a}) + "\n" for r, a in
+                zip(records, oracle(records).values(), strict=True))
+    )  # fmt: skip
+    out = tmp_path / "out"
+    args = ["eval", task, "--predictions", str(predictions), "--data", str(data)]
+    args += ["--out", str(out), "--no-plots", "--no-progress", "--ci-resamples", "0"]
+    assert main([*args, "--real-split", "all"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    scored = [r for r in records if r["task"] == task]
+    assert report["n"] == len(scored) > 0 and not report["missing_ids"]
+    assert report["parse_failure_rate"] == 0.0
+    assert headline in capsys.readouterr().out

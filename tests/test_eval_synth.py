@@ -41,15 +41,26 @@ def test_reference_answers_score_full_marks(geosynth, tmp_path):
         "referring",
         "detection",
         "scene_cls",
+        "change_seg",
     } <= set(scores)
     for task, value in scores.items():
-        if task != "refer_seg":
+        if task not in ("refer_seg", "change_seg"):
             assert value == pytest.approx(1.0), task
     # prompts whose target is absent ("none") are scored apart, outside refer_seg.miou
-    seg = [r for r in records if r["task"] == "refer_seg" and r["answer"] != "none"]
-    expected = sum(r["meta"]["mask_text_iou"] for r in seg) / len(seg)
-    assert scores["refer_seg"] == pytest.approx(expected, abs=1e-3)
+    for task, metric in (("refer_seg", "miou"), ("change_seg", "mean_change_iou")):
+        seg = [r for r in records if r["task"] == task and r["answer"] != "none"]
+        expected = sum(r["meta"]["mask_text_iou"] for r in seg) / len(seg)
+        assert report["metrics"][f"{task}.{metric}"] == pytest.approx(expected, abs=1e-3)
+    assert report["by_type"]["refer_seg"]["metric"] == "miou"
+    assert report["by_type"]["change_seg"]["metric"] == "change_iou"
+    assert 0.5 <= scores["change_seg"] <= 1.0  # the text mask's grid keeps IoU >= 0.5
     assert report["metrics"]["refer_seg.absent_accuracy"] == 1.0
+    # referring: the expressions that need more than the class are reported apart
+    m = report["metrics"]
+    assert m["referring.acc@0.5_beyond_class"] == 1.0 and m["referring.n_beyond_class"] > 0
+    assert m["referring.n_beyond_class"] + m.get("referring.n_class_only", 0) == len(
+        [r for r in records if r["task"] == "referring" and r["answer"] != "none"]
+    )
     assert report["parse_failure_rate"] == 0.0 and not report["missing_ids"]
     assert report["metrics"]["detection.map@0.5"] == pytest.approx(1.0)
     files = {p.name for p in tmp_path.iterdir()}

@@ -73,8 +73,11 @@ def test_levir_cd_release_layout_answers_from_the_label(tmp_path):
     assert where["images"] == ["train/A/train_1.png", "train/B/train_1.png"]
     root = image_root(tmp_path / "out")
     assert np.array_equal(load_target_mask(where, root), labels["train_1"] > 0)
-    mask_record = records[f"{changed}:change_mask"]
+    mask_record = records[f"{changed}:change_seg"]
+    assert mask_record["task"] == "change_seg" and mask_record["targets"]["count"] == 2
     assert parse(mask_record["answer"], (64, 64)).mask is not None
+    assert np.array_equal(load_target_mask(mask_record, root), labels["train_1"] > 0)
+    assert records[f"{unchanged}:change_seg"]["answer"] == "none"
     assert (
         records[f"{changed}:change_ratio"]["answer"]
         == f"{round(100 * (labels['train_1'] > 0).mean())}%"

@@ -44,6 +44,7 @@ def test_geosynth_covers_the_tasks_with_readable_images(geosynth_out):
         "refer_seg",
         "change_caption",
         "change_qa",
+        "change_seg",
     }
     assert expected <= set(manifest["by_task"]) <= set(TASKS)
     root = image_root(out)
@@ -63,14 +64,11 @@ def test_geosynth_targets_match_answers(geosynth_out):
     root = image_root(out)
     for record in read_records(out):
         size = (record["meta"]["width"], record["meta"]["height"])
-        if record["task"] in ("refer_seg",) or record.get("qtype") in (
-            "change_where",
-            "change_mask",
-        ):
+        if record["task"] in ("refer_seg", "change_seg") or record.get("qtype") == "change_where":
             mask = load_target_mask(record, root)
             if record["answer"] == "none":
                 assert not mask.any()
-            elif record["task"] == "refer_seg" or record["qtype"] == "change_mask":
+            elif record["task"] in ("refer_seg", "change_seg"):
                 assert mask_iou(parse(record["answer"], size).mask, mask) == pytest.approx(
                     record["meta"]["mask_text_iou"], abs=1e-3
                 )
@@ -98,3 +96,68 @@ def test_geosynth_spec_text_and_in_memory_loading(tmp_path):
     records, root = load_records("n=2,seed=9,size=128,kinds=hr", recipe="geosynth")
     assert [r["id"] for r in records] == [r["id"] for r in read_records(tmp_path / "out")]
     assert resolve_image(records[0], root).is_file()
+
+
+def test_geosynth_pairs_outline_the_exact_change_mask(geosynth_out):
+    from geoassist.prompts import build_prompt
+    from geoassist.synth import generate_pair
+
+    _, out, _ = geosynth_out
+    root = image_root(out)
+    records = list(read_records(out))
+    pairs = [r for r in records if r["meta"]["kind"] == "pair"]
+    change_seg = {r["id"]: r for r in pairs if r["task"] == "change_seg"}
+    # one per pair, asked with the task's own prompt, about both images
+    assert len(change_seg) == len({r["id"].split(":")[1] for r in pairs}) > 0
+    assert not any(r.get("qtype") == "change_mask" for r in records)
+    for record in change_seg.values():
+        assert len(record["images"]) == 2
+        prompt = record["conversations"][0]["content"]
+        assert prompt == "<image><image>\n" + build_prompt("change_seg", "")
+        # the target is the generator's change mask, pixel for pixel
+        truth = generate_pair(record["meta"]["seed"], size=record["meta"]["width"]).annotation
+        assert np.array_equal(load_target_mask(record, root), truth.change_mask)
+        assert (record["answer"] == "none") == (not truth.change_mask.any())
+        if record["answer"] != "none":
+            assert record["targets"]["count"] >= 1
+
+
+def test_geosynth_referring_records_say_what_their_expression_needs(geosynth_out):
+    from geoassist.data_recipes.recipes.geosynth import expression_cues
+    from geoassist.synth import generate_scene
+    from geoassist.synth.text import match_spec
+
+    _, out, _ = geosynth_out
+    referring = [r for r in read_records(out) if r["task"] == "referring"]
+    assert referring and all("expression_cues" in r["meta"] for r in referring)
+    seen = set()
+    for record in referring:
+        cues = record["meta"]["expression_cues"]
+        if record["answer"] == "none":
+            assert cues == []
+            continue
+        ann = generate_scene(
+            record["meta"]["seed"], record["meta"]["kind"], size=record["meta"]["width"]
+        ).annotation
+        n = int(record["id"].rsplit(":", 1)[1])
+        ref = ann.referring[n]
+        assert ref.text == record["conversations"][0]["content"].split("] ", 1)[1]
+        assert cues == expression_cues(ref.spec)
+        assert match_spec(ann, ref.spec) == [ref.object_id]  # the cues pick it out
+        seen.add(bool(cues))
+    assert True in seen  # some expressions need more than the class
+
+
+def test_expression_cues_name_what_each_spec_key_asks():
+    from geoassist.data_recipes import RecipeError
+    from geoassist.data_recipes.recipes.geosynth import expression_cues
+
+    assert expression_cues({"cls": "ship"}) == []
+    assert expression_cues({"cls": "ship", "colour": "red", "cell": "top left"}) == [
+        "attribute",
+        "position",
+    ]
+    assert expression_cues({"cls": "car", "near": "pool", "inside": "parking"}) == ["relation"]
+    assert expression_cues({"cls": "car", "extreme": "largest"}) == ["extreme"]
+    with pytest.raises(RecipeError, match="no cue"):
+        expression_cues({"cls": "car", "facing": "north"})

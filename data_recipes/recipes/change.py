@@ -1,9 +1,10 @@
-"""Change: binary and semantic change detection → change QA; change captioning.
+"""Change: binary and semantic change detection → change QA and change masks; change captioning.
 
 Change-detection labels become questions a user would ask about a pair: did anything change,
 how many separate areas changed, how much of the scene, where (boxes of the connected
-components of the label mask, M2B), and the changed area as a text mask. Pairs without change
-give the negative answers (``no``, ``0``, ``none``), so the model learns to say so.
+components of the label mask, M2B); and a ``change_seg`` record that outlines the changed
+area (a text mask; the label is the target). Pairs without change give the negative answers
+(``no``, ``0``, ``none``), so the model learns to say so.
 """
 
 from __future__ import annotations
@@ -235,12 +236,10 @@ class _BinaryChange(Recipe):
                 **common,
             ),
             make_record(
-                oid=f"{oid}:change_mask",
-                task="change_qa",
-                argument="Outline the changed areas as a mask.",
+                oid=f"{oid}:change_seg",
+                task="change_seg",
                 answer=mask_answer,
-                qtype="change_mask",
-                targets=mask_target,
+                targets={**mask_target, "count": len(kept)},
                 **{**common, "meta": {**meta, "mask_grid": grid, "mask_text_iou": iou}},
             ),
         ]
@@ -263,13 +262,14 @@ class LEVIRCD(_BinaryChange):
     split is the list's name). Checked against the real crops in
     ``rs-samples/change_detection/samples_LEVIR``. Records: change QA (``change_presence``,
     ``change_count``, ``change_ratio``, ``change_where`` with one box per connected component
-    of the label, ``change_mask`` as text-as-mask); targets point at the label PNG.
+    of the label) and ``change_seg`` (the change mask as text-as-mask); targets point at the
+    label PNG.
     """
 
     info = RecipeInfo(
         name="levir_cd",
         title="LEVIR-CD",
-        tasks=("change_qa",),
+        tasks=("change_qa", "change_seg"),
         licence="academic use only (LEVIR-CD terms)",
         citation=_LEVIR_CD_CITATION,
         layout="{train,val,test}/{A,B,label}/<name>.png, or A/ B/ label/ (0/255) + list/<split>.txt",
@@ -292,7 +292,7 @@ class WHUCD(_BinaryChange):
     info = RecipeInfo(
         name="whu_cd",
         title="WHU building change detection",
-        tasks=("change_qa",),
+        tasks=("change_qa", "change_seg"),
         licence="academic use (WHU building dataset terms)",
         citation="S. Ji, S. Wei, M. Lu. Fully Convolutional Networks for Multisource Building Extraction From an Open Aerial and Satellite Imagery Data Set. IEEE TGRS 57(1), 2019.",
         layout="A/ B/ label/ (0/255) + list/<split>.txt, or {train,val,test}/{A,B,label}/",
@@ -317,7 +317,7 @@ class DSIFNCD(_BinaryChange):
     info = RecipeInfo(
         name="dsifn_cd",
         title="DSIFN-CD",
-        tasks=("change_qa",),
+        tasks=("change_qa", "change_seg"),
         licence="no licence stated (academic use)",
         citation="C. Zhang, P. Yue, D. Tapete et al. A deeply supervised image fusion network for change detection in high resolution bi-temporal remote sensing images. ISPRS J. 166, 2020.",
         layout="A/ B/ label/ (0/255) + list/<split>.txt, or {train,val,test}/{A,B,label}/",
@@ -343,7 +343,7 @@ class S2Looking(_BinaryChange):
     info = RecipeInfo(
         name="s2looking",
         title="S2Looking",
-        tasks=("change_qa",),
+        tasks=("change_qa", "change_seg"),
         licence="academic use (S2Looking terms)",
         citation="L. Shen, Y. Lu, H. Chen et al. S2Looking: A Satellite Side-Looking Dataset for Building Change Detection. Remote Sensing 13(24), 2021.",
         layout="{train,val,test}/{Image1,Image2,label}/<name>.png (+ label1/ new, label2/ demolished)",
@@ -407,7 +407,7 @@ class SECOND(_BinaryChange):
     info = RecipeInfo(
         name="second",
         title="SECOND (semantic change detection)",
-        tasks=("change_qa",),
+        tasks=("change_qa", "change_seg"),
         licence="academic use (SECOND terms)",
         citation="K. Yang, G.-S. Xia, Z. Liu et al. Asymmetric Siamese Networks for Semantic Change Detection in Aerial Images. IEEE TGRS 60, 2022.",
         layout="{train,test}/{im1,im2,label1,label2}/<name>.png (RGB class colours, white = unchanged)",

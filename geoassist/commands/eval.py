@@ -115,6 +115,7 @@ def _headline(report: dict) -> str:
             "CIDEr",
             "Bleu_4",
             "acc@0.5",
+            "acc@0.5_beyond_class",
             "mean_iou",
             "false_positive_rate",
             "map@0.5",
@@ -122,6 +123,7 @@ def _headline(report: dict) -> str:
             "top1_accuracy",
             "miou",
             "oiou",
+            "change_iou",
         )  # fmt: skip
         if metrics.get(k) is not None
     ]
