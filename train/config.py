@@ -157,6 +157,9 @@ class Stage2Args:
     # All records of one image (or pair) as one multi-turn conversation up to data.max_length
     # (train/packing.py); false: one record per sequence.
     packing: bool = False
+    # With packing, also put several short conversations in one sequence up to data.max_length;
+    # attention stays inside each conversation and positions restart at each (train/packing.py).
+    pack_conversations: bool = False
     # A folder of cached vision-tower features (train/feature_cache.py), used while the tower
     # is frozen (train_vision_blocks: 0); null computes the tower in every step.
     feature_cache: str | None = None
@@ -174,6 +177,14 @@ class Stage2Args:
         _check(self.train_vision_blocks >= 0, "stage2.train_vision_blocks must be >= 0")
         _check(self.region_loss_weight >= 0, "stage2.region_loss_weight must be >= 0")
         _check(self.region_pretrain_steps >= 0, "stage2.region_pretrain_steps must be >= 0")
+        _check(
+            isinstance(self.packing, bool) and isinstance(self.pack_conversations, bool),
+            "stage2.packing and stage2.pack_conversations are true or false",
+        )
+        _check(
+            not self.pack_conversations or self.packing,
+            "stage2.pack_conversations packs the conversations of stage2.packing: set packing: true too",
+        )
 
 
 @dataclass

@@ -329,6 +329,11 @@ def collate_conversations(pad_token_id: int):
             batch["vision_features"] = torch.cat(features)
         batch["ids"] = [it["id"] for it in items]
         batch["tasks"] = [task for it in items for task in it.get("tasks", [])]
+        if any("segments" in it for it in items):  # rows that pack several conversations
+            from geoassist.train.packing import segment_ids
+
+            lengths = [it.get("segments") or [len(it["rendered"])] for it in items]
+            batch["segment_ids"] = segment_ids(lengths, batch["input_ids"].shape[1])
         return batch
 
     return fn

@@ -16,13 +16,17 @@ cut into several conversations of whole turns.
   resuming); the order of turns inside a conversation is shuffled again every epoch, seeded by
   (seed, epoch, conversation), so the model does not learn that counting follows captioning.
 
-Several conversations are not packed into one sequence: the LM here runs with a padding mask
-only, and attention that stays inside each conversation would need block-diagonal masks the
-model code does not carry.
+With ``pack_conversations``, short conversations also share one sequence up to the same budget
+(:func:`plan_rows`, best fit by length): each keeps its own system prompt and image tokens, its
+positions restart at 0, and no token attends to another conversation's (the batch's
+``segment_ids``, read by :meth:`geoassist.model.vlm.GeoAssistModel.forward`), so a conversation
+gives the same logits alone or beside others. A model with a region decoder gets each turn's
+targets in the ``<seg>`` form (:mod:`geoassist.train.region_data`), in the order of the tokens.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import random
 from collections.abc import Sequence
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from geoassist.chat import Message, Rendered, render, with_image_slots, without_image_slots
@@ -147,6 +152,54 @@ def plan_conversations(
     return out
 
 
+def plan_rows(lengths: Sequence[int], *, budget_tokens: int, seed: int) -> list[tuple[int, ...]]:
+    """Conversations (by index, with their token ``lengths``) packed into sequences of at most
+    ``budget_tokens``: longest first, each into the fullest sequence it still fits (best fit
+    decreasing; ties broken by the seed). A conversation longer than the budget is alone."""
+    order = list(range(len(lengths)))
+    random.Random(f"rows:{seed}").shuffle(order)
+    order.sort(key=lambda i: -lengths[i])  # stable: the shuffle decides among equal lengths
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (tokens left, row), sorted
+    for index in order:
+        need = lengths[index]
+        at = bisect.bisect_left(free, (need, -1))
+        if at < len(free):
+            left, row = free.pop(at)
+        else:
+            left, row = budget_tokens, len(rows)
+            rows.append([])
+        rows[row].append(index)
+        if left - need > 0:
+            bisect.insort(free, (left - need, row))
+    logger.info("packing: %d conversations into %d sequences", len(lengths), len(rows))
+    return [tuple(r) for r in rows]
+
+
+def segment_ids(segments: Sequence[Sequence[int]], width: int) -> torch.Tensor:
+    """(rows, width) ids of the conversations each row packs, from their lengths: 1, 2, … in
+    order, 0 for the padding after them (rows are padded on the right)."""
+    out = torch.zeros((len(segments), width), dtype=torch.long)
+    for row, lengths in enumerate(segments):
+        start = 0
+        for k, n in enumerate(lengths, start=1):
+            out[row, start : start + n] = k
+            start += n
+    return out
+
+
+def concatenated(parts: Sequence[Rendered]) -> Rendered:
+    """Rendered conversations one after the other in one sequence."""
+    ids: list[int] = []
+    labels: list[int] = []
+    spans: list[tuple[int, int, bool]] = []
+    for part in parts:
+        spans += [(len(ids) + s, len(ids) + e, sup) for s, e, sup in part.spans]
+        ids += part.input_ids
+        labels += part.labels
+    return Rendered(ids, labels, sum(p.num_images for p in parts), spans)
+
+
 def turn_order(n: int, *, seed: int, epoch: int, index: int) -> list[int]:
     """The order of a conversation's records in one epoch (a pure function of its arguments)."""
     order = list(range(n))
@@ -177,8 +230,10 @@ class PackedConversationDataset(Dataset):
     """Stage-2 samples of several turns each (see the module docstring).
 
     Index ``i`` of an epoch-aware sampler (:class:`geoassist.train.data.ResumableBatchSampler`
-    with ``epoch_indices=True``) is ``epoch * len(self) + conversation``: the epoch decides the
-    order of the turns.
+    with ``epoch_indices=True``) is ``epoch * len(self) + item``: the epoch decides the order of
+    the turns. An item is one conversation, or with ``pack_conversations`` one sequence of
+    several (its ``segments`` give their lengths). ``region_grid`` (the region decoder's cells
+    per side) puts the geometry records in the ``<seg>`` form and adds their ``regions``.
     """
 
     epoch_aware = True  # items change with the epoch: the trainer's sampler says which
@@ -191,14 +246,20 @@ class PackedConversationDataset(Dataset):
         *,
         max_length: int,
         seed: int,
+        pack_conversations: bool = False,
+        region_grid: int | None = None,
     ):
         self.config = config
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.seed = seed
+        self.region_grid = region_grid
+        self._forms: dict[str, Any] = {}
         self.system_tokens = len(
             render([Message("system", config.system_prompt)], tokenizer, num_image_tokens=0)
         )
+        # Token counts of the records as the recipes wrote them: a <seg> answer is shorter than
+        # the geometry it replaces, so for region records they are an upper bound.
         self.tokens = record_token_counts(samples, tokenizer)
         self.conversations = plan_conversations(
             samples,
@@ -208,12 +269,17 @@ class PackedConversationDataset(Dataset):
             system_tokens=self.system_tokens,
             seed=seed,
         )
+        self.rows: list[tuple[int, ...]] | None = None
+        if pack_conversations:
+            lengths = [self._conversation_length(i) for i in range(len(self.conversations))]
+            self.rows = plan_rows(lengths, budget_tokens=max_length, seed=seed)
         self.images = ImageSource(config)
+        self.dropped = 0  # conversations left out of a full sequence (their estimate fell short)
 
     def __len__(self) -> int:
-        return len(self.conversations)
+        return len(self.conversations) if self.rows is None else len(self.rows)
 
-    def estimated_length(self, index: int) -> int:
+    def _conversation_length(self, index: int) -> int:
         conv = self.conversations[index]
         return (
             len(conv.images) * self.config.num_image_tokens
@@ -222,12 +288,58 @@ class PackedConversationDataset(Dataset):
             + sum(self.tokens[s.record["id"]] for s in conv.samples)
         )
 
-    def render(self, index: int, epoch: int = 0) -> tuple[Rendered, list[dict[str, Any]]]:
-        """The rendered conversation of one epoch, and the records it holds (turns that do not
-        fit ``max_length`` are left out whole; the one-record case truncates as ``render`` does)."""
+    def _row(self, index: int) -> tuple[int, ...]:
+        return (index,) if self.rows is None else self.rows[index]
+
+    def estimated_length(self, index: int) -> int:
+        return sum(self._conversation_length(i) for i in self._row(index))
+
+    def unpacked(self):
+        """The same records one per sequence (:class:`~geoassist.train.data.ConversationDataset`),
+        e.g. for the region decoder's own pretraining."""
+        from geoassist.train.data import ConversationDataset
+
+        samples = [s for conv in self.conversations for s in conv.samples]
+        return ConversationDataset(
+            samples, self.config, self.tokenizer, max_length=self.max_length, captions_only=False
+        )
+
+    def _seg_form(self, sample: Sample):
+        """The record's ``<seg>`` answer and region targets (None: no geometry), computed once."""
+        from geoassist.train.region_data import seg_form
+
+        rid = sample.record["id"]
+        if rid not in self._forms:
+            self._forms[rid] = seg_form(sample.record, sample.image_root, self.config.preprocess.image_size)
+        return self._forms[rid]
+
+    def _records(self, index: int, epoch: int) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+        """The conversation's records in this epoch's order (``<seg>`` forms with a decoder) and
+        each record's region targets."""
+        from geoassist.train.region_data import with_seg_answer
+
         conv = self.conversations[index]
         order = turn_order(len(conv.samples), seed=self.seed, epoch=epoch, index=index)
-        records = [conv.samples[i].record for i in order]
+        records, targets = [], []
+        for i in order:
+            sample = conv.samples[i]
+            form = self._seg_form(sample) if self.region_grid is not None else None
+            records.append(sample.record if form is None else with_seg_answer(sample.record, form[0]))
+            targets.append([] if form is None else form[1])
+        return records, targets
+
+    def render(
+        self, index: int, epoch: int = 0, max_length: int | None = None
+    ) -> tuple[Rendered, list[dict[str, Any]]]:
+        """The rendered conversation ``index`` of one epoch, and the records it holds (turns that
+        do not fit ``max_length``, by default the dataset's, are left out whole; the one-record
+        case truncates as ``render`` does)."""
+        rendered, records, _ = self._render(index, epoch, max_length or self.max_length)
+        return rendered, records
+
+    def _render(self, index: int, epoch: int, max_length: int):
+        conv = self.conversations[index]
+        records, targets = self._records(index, epoch)
         while True:
             messages = conversation_messages(records, self.config.system_prompt, len(conv.images))
             rendered = render(
@@ -236,8 +348,8 @@ class PackedConversationDataset(Dataset):
                 num_image_tokens=self.config.num_image_tokens,
                 num_images=len(conv.images),
             )
-            if len(rendered) <= self.max_length:
-                return rendered, records
+            if len(rendered) <= max_length:
+                return rendered, records, targets
             if len(records) == 1:
                 try:
                     return render(
@@ -245,19 +357,79 @@ class PackedConversationDataset(Dataset):
                         self.tokenizer,
                         num_image_tokens=self.config.num_image_tokens,
                         num_images=len(conv.images),
-                        max_length=self.max_length,
-                    ), records
+                        max_length=max_length,
+                    ), records, targets
                 except ContextTooLongError as exc:
                     raise ContextTooLongError(f"record {records[0]['id']}: {exc}") from None
-            records = records[:-1]
+            records, targets = records[:-1], targets[:-1]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        epoch, conv_index = divmod(index, len(self.conversations))
-        rendered, records = self.render(conv_index, epoch)
-        conv = self.conversations[conv_index]
-        return {
-            "rendered": rendered,
-            **self.images(conv.image_root, conv.images),
-            "id": records[0]["id"],
-            "tasks": [r["task"] for r in records],
+        epoch, item = divmod(index, len(self))
+        parts, images, kept_records, regions = [], [], [], []
+        for conv_index in self._row(item):
+            budget = self.max_length - sum(len(p) for p in parts)
+            try:
+                rendered, records, targets = self._render(conv_index, epoch, budget)
+            except ContextTooLongError:
+                if not parts:
+                    raise
+                # The planned lengths are estimates (upper bounds but for rare tokeniser merges):
+                # a conversation whose first turn no longer fits beside the others is left out of
+                # this sequence rather than cut.
+                if not self.dropped:
+                    logger.warning("packing: conversation %d left out of a full sequence", conv_index)
+                self.dropped += 1
+                continue
+            conv = self.conversations[conv_index]
+            parts.append(rendered)
+            images.append(self.images(conv.image_root, conv.images))
+            kept_records += records
+            regions += [t for per_record in targets for t in per_record]
+        out = {
+            "rendered": concatenated(parts),
+            **_joined_images(images),
+            "id": kept_records[0]["id"],
+            "tasks": [r["task"] for r in kept_records],
         }
+        if self.rows is not None:
+            out["segments"] = [len(p) for p in parts]
+        if self.region_grid is not None:
+            from geoassist.train.region_loss import target_maps
+
+            size = self.config.preprocess.image_size
+            out["regions"] = [target_maps(t, self.region_grid, size) for t in regions]
+        return out
+
+
+def _joined_images(per_conversation: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The images of a sequence's conversations, in order, as one tensor (pixels or cached
+    features; a text-only conversation has no pixels)."""
+    if len(per_conversation) == 1:
+        return per_conversation[0]
+    kinds: dict[str, list[torch.Tensor]] = {}
+    for part in per_conversation:
+        for key, value in part.items():
+            if value.shape[0]:
+                kinds.setdefault(key, []).append(value)
+    if not kinds:
+        return per_conversation[0]
+    return {key: torch.cat(values) for key, values in kinds.items()}
+
+
+def packed_dataset(config, model, samples: Sequence[Sample]) -> PackedConversationDataset:
+    """Stage 2's packed dataset for the run ``config`` (a :class:`~geoassist.train.config.TrainConfig`)
+    and ``model``: with the region decoder's targets when the model has one."""
+    grid = None
+    if model.region_decoder is not None:
+        from geoassist.train.region_stage import decoder_grid
+
+        grid = decoder_grid(model)
+    return PackedConversationDataset(
+        samples,
+        model.config,
+        model.tokenizer,
+        max_length=config.data.max_length,
+        seed=config.seed,
+        pack_conversations=config.stage2.pack_conversations,
+        region_grid=grid,
+    )

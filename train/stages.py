@@ -249,6 +249,7 @@ def stage_loss(stage: int, module: StageModule, batch: dict) -> tuple[torch.Tens
         batch["labels"],
         return_logits=False,
         vision_features=features,
+        segment_ids=batch.get("segment_ids"),  # rows that pack several conversations
     )
     if with_regions:
         from geoassist.train.region_data import region_batch_loss

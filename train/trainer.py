@@ -172,19 +172,9 @@ def _datasets(config: TrainConfig, model):
 def _conversation_dataset(config: TrainConfig, model, samples):
     """Stage 1/2 samples: one record per sequence, or packed multi-turn conversations."""
     if config.stage == 2 and config.stage2.packing:
-        from geoassist.train.packing import PackedConversationDataset
+        from geoassist.train.packing import packed_dataset
 
-        if model.region_decoder is not None:
-            from geoassist.errors import ConfigError
-
-            raise ConfigError(
-                "stage2.packing does not carry the region decoder's targets yet; set "
-                "stage2.packing to false to train a model with a region decoder"
-            )
-
-        return PackedConversationDataset(
-            samples, model.config, model.tokenizer, max_length=config.data.max_length, seed=config.seed
-        )
+        return packed_dataset(config, model, samples)
     dataset = ConversationDataset(
         samples,
         model.config,
