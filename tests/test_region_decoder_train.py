@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from geoassist.config import RegionDecoderConfig, load_preset
-from geoassist.errors import ConfigError
 from geoassist.formats import box_iou
 
 SQUARE = (4.0, 12.0, 20.0, 28.0)  # x1, y1, x2, y2 of the bright square in the 32 px image
@@ -192,7 +191,79 @@ def test_stage2_entry_point_adds_trains_and_saves_the_decoder(tmp_path, records,
     model = load_checkpoint(final)
     assert n_trainable > sum(p.numel() for p in model.region_decoder.parameters()) + 1000
     assert model.region_decoder is not None and model.tokenizer.convert_tokens_to_ids("<seg>") == model.seg_token_id
-    packed = config_from_dict({**config.to_dict(), "stage2": {"region_decoder": {"width": 16}, "packing": True},
-                               "out_dir": str(tmp_path / "packed")})  # fmt: skip
-    with pytest.raises(ConfigError, match="packing"):
-        trainer.train(packed)
+    # packed stage 2 carries the decoder's targets, and the decoder pretrains on single records
+    packed = config_from_dict({**config.to_dict(), "out_dir": str(tmp_path / "packed"),
+                               "optim": {"max_steps": 2, "batch_size": 1, "lr": 3e-3},
+                               "stage2": {"region_decoder": {"width": 16}, "region_pretrain_steps": 2,
+                                          "packing": True, "pack_conversations": True}})  # fmt: skip
+    caplog.clear()
+    result = trainer.train(packed)
+    assert any("region decoder pretrained for 2 steps" in m for m in caplog.messages)
+    assert result.step == 2 and all(np.isfinite([loss for _, loss in result.losses]))
+
+
+def _second_scene(root, detect):
+    """Another image, its square elsewhere, with a detection record of its own."""
+    image = np.full((32, 32, 3), 40, np.uint8)
+    image[2:10, 20:30] = 230
+    Image.fromarray(image).save(root / "other.png")
+    return {**detect, "id": "t:9", "images": ["other.png"],
+            "targets": {"boxes": [{"label": "ship", "box": [20.0, 2.0, 30.0, 10.0]}]}}  # fmt: skip
+
+
+def _terms(model, batch, hidden):
+    from geoassist.train.region_data import region_batch_loss
+
+    return region_batch_loss(model, batch, hidden)[1]
+
+
+def test_packed_turns_carry_the_same_region_terms_as_their_records(records, one_torch_thread):
+    from geoassist.train.data import Sample, collate_conversations
+    from geoassist.train.packing import PackedConversationDataset
+    from geoassist.train.region_data import collate_with_regions
+    from geoassist.train.region_stage import decoder_grid
+    from geoassist.train.stages import StageModule, stage_loss
+
+    root, (detect, segment, absent, caption) = records
+    other = _second_scene(root, detect)
+    model = build_model()
+    with torch.no_grad():  # a new decoder's fine path starts near zero: make each scene matter
+        for param in model.region_decoder.fine.parameters():
+            param.normal_(0, 0.3)
+    collate = collate_with_regions(collate_conversations(model.pad_token_id))
+    unpacked = collate([dataset_of(model, root, [r])[0] for r in (detect, segment, other)])
+    # the two geometry turns about scene.png in one conversation, beside other.png's in one sequence
+    samples = [Sample(r, root) for r in (detect, segment, absent, caption, other)]
+    packed_data = PackedConversationDataset(
+        samples, model.config, model.tokenizer, max_length=1024, seed=0,
+        pack_conversations=True, region_grid=decoder_grid(model),
+    )  # fmt: skip
+    assert len(packed_data) == 1
+    item = packed_data[0]
+    packed = collate([item])
+    assert len(item["segments"]) == 2 and packed["pixel_values"].shape[0] == 2
+    assert sorted(item["tasks"]) == ["caption", "detection", "detection", "refer_seg", "referring"]
+    assert (packed["input_ids"] == model.seg_token_id).sum() == 3 == len(packed["regions"][0])
+    assert "none" in model.tokenizer.decode(packed["input_ids"][0].tolist())  # the absent target
+    # the same <seg> states give the same decoder terms, packed or one record per row
+    torch.manual_seed(0)
+    states = {rid: torch.randn(model.lm.config.hidden_size) for rid in ("t:1", "t:2", "t:9")}
+    kept = [r["id"] for conv in packed_data.rows[0] for r in packed_data.render(conv)[1]]
+    with torch.no_grad():
+        alone = _terms(model, unpacked, torch.stack([states[k] for k in ("t:1", "t:2", "t:9")]))
+        together = _terms(model, packed, torch.stack([states[k] for k in kept if k in states]))
+        swapped = _terms(model, packed, torch.stack([states[k] for k in reversed([k for k in kept if k in states])]))
+        # and as the decoder reads each record's own image, one query at a time
+        from geoassist.model.region_decoder import scene_maps
+        from geoassist.train.region_loss import region_loss
+
+        scenes = torch.cat([scene_maps(model, unpacked["pixel_values"][i : i + 1], [1]) for i in range(3)])
+        hidden = torch.stack([states[k] for k in ("t:1", "t:2", "t:9")])
+        targets = [t for row in unpacked["regions"] for t in row]
+        reference = region_loss(model.region_decoder(scenes, hidden), targets, 32)[1]
+    assert set(alone) == {"centre", "box_l1", "giou", "mask_bce", "mask_dice"}
+    assert alone == pytest.approx(reference, rel=1e-5, abs=1e-6)
+    assert together == pytest.approx(alone, rel=1e-5, abs=1e-6)
+    assert swapped != pytest.approx(alone, rel=1e-3)  # each target stays with its own token
+    loss, n = stage_loss(2, StageModule(model), packed)
+    assert n == 1 and torch.isfinite(loss)

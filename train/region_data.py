@@ -173,24 +173,34 @@ def collate_with_regions(collate):
 def region_batch_loss(model, batch: dict[str, Any], seg_hidden: torch.Tensor, weights=None):
     """The decoder loss of a batch whose LM pass gave ``seg_hidden`` (its ``<seg>`` states in
     reading order); (loss, terms), or None when no row has a token with a target. A row whose
-    tokens were cut by truncation keeps the targets of the tokens it still has."""
+    tokens were cut by truncation keeps the targets of the tokens it still has. In rows that
+    pack several conversations (the batch's ``segment_ids``), a row's targets follow its tokens
+    across the conversations, and each token reads the scene of its own conversation's images."""
     from geoassist.model.region_decoder import scene_maps
+    from geoassist.model.vlm import conversation_keys
     from geoassist.train.region_loss import region_loss
 
     ids = batch["input_ids"]
-    per_row_seg = (ids == model.seg_token_id).sum(dim=1).tolist()
-    per_row_images = ((ids == model.image_token_id).sum(dim=1) // model.config.num_image_tokens).tolist()
-    rows, hidden, targets, start = [], [], [], 0
-    for row, (n_seg, regions) in enumerate(zip(per_row_seg, batch["regions"], strict=True)):
-        k = min(n_seg, len(regions))
-        if k and per_row_images[row]:
-            rows += [row] * k
-            hidden.append(seg_hidden[start : start + k])
-            targets += regions[:k]
+    segments = batch.get("segment_ids")
+    keys = conversation_keys(segments if segments is not None else torch.zeros_like(ids))
+    is_seg = ids == model.seg_token_id
+    seg_keys = keys[is_seg].tolist()  # the order of seg_hidden
+    image_keys, image_tokens = torch.unique_consecutive(keys[ids == model.image_token_id], return_counts=True)
+    images_per_conversation = (image_tokens // model.config.num_image_tokens).tolist()
+    conversation_of = {key: i for i, key in enumerate(image_keys.tolist())}
+    tokens, conversations, targets, start = [], [], [], 0
+    for n_seg, regions in zip(is_seg.sum(dim=1).tolist(), batch["regions"], strict=True):
+        for j in range(min(n_seg, len(regions))):
+            conversation = conversation_of.get(seg_keys[start + j])
+            if conversation is not None:  # a token without an image has no scene to decode
+                tokens.append(start + j)
+                conversations.append(conversation)
+                targets.append(regions[j])
         start += n_seg
     if not targets:
         return None
     pixels, features = batch.get("pixel_values"), batch.get("vision_features")
-    scenes = scene_maps(model, pixels, per_row_images, vision_features=features)
-    maps = model.region_decoder(scenes[rows], torch.cat(hidden))
+    scenes = scene_maps(model, pixels, images_per_conversation, vision_features=features)
+    hidden = seg_hidden[torch.tensor(tokens, device=seg_hidden.device)]
+    maps = model.region_decoder(scenes[conversations], hidden)
     return region_loss(maps, targets, model.config.preprocess.image_size, weights)

@@ -62,6 +62,8 @@ def pretrain_region_decoder(
     from geoassist.train.data import collate_conversations
     from geoassist.train.region_data import collate_with_regions
 
+    if hasattr(dataset, "unpacked"):  # packed conversations: the decoder pretrains on single records
+        dataset = region_dataset(dataset.unpacked(), model)
     indices = [i for i in range(len(dataset)) if dataset._form(i) is not None and dataset._form(i)[1]]
     if not indices:
         from geoassist.errors import ConfigError
