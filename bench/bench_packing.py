@@ -71,7 +71,12 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=576, help="the preset's stage-2 data.max_length")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
+    # the recipe output, the run folder and the feature cache live only as long as the run
+    with tempfile.TemporaryDirectory(prefix="bench-packing-") as folder:
+        _bench(args, Path(folder))
 
+
+def _bench(args: argparse.Namespace, tmp: Path) -> None:
     from geoassist.checkpoint import create_model
     from geoassist.train.config import config_from_dict
     from geoassist.train.data import (
@@ -86,7 +91,6 @@ def main() -> None:
     from geoassist.util import quiet_transformers
 
     quiet_transformers()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-packing-"))
     data = Path(args.data) if args.data else tmp / "geosynth"
     if not args.data:
         from geoassist.data_recipes import build
