@@ -183,3 +183,19 @@ def test_the_trainer_packs_conversations_and_trains(tmp_path, samples, monkeypat
     assert result.step == 2 and all(np.isfinite([loss for _, loss in result.losses]))
     # the 3 conversations (about 240 tokens each) fit one 768-token sequence
     assert seen and int(seen[0].max()) == 3
+
+
+def test_a_sequence_joins_its_conversations_cached_features_in_order(tiny_model, samples):
+    _, packed, _ = _datasets(tiny_model, samples)
+
+    class Cache:  # the tower's output per image: a constant that names the image
+        def load(self, digest):
+            return torch.full((16, 32), float(ord(digest[0])))
+
+    packed.images.use_cache(Cache(), {s.image_root / s.record["images"][0]: s.record["images"][0] for s in samples})
+    item = packed[0]
+    assert "pixel_values" not in item
+    firsts = item["vision_features"][:, 0, 0].tolist()
+    assert firsts == [float(ord("a")), float(ord("b"))]
+    batch = collate_conversations(tiny_model.pad_token_id)([item, packed[1]])
+    assert batch["vision_features"].shape[0] == 3 and batch["pixel_values"] is None
