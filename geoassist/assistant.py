@@ -229,7 +229,12 @@ class Assistant:
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def _finish(
-        self, tokens: list[int], prepared: _Prepared, stopped: bool = False, seg_states=None
+        self,
+        tokens: list[int],
+        prepared: _Prepared,
+        stopped: bool = False,
+        seg_states=None,
+        vision_features: torch.Tensor | None = None,
     ) -> Answer:
         from geoassist.model.region_answer import apply_regions, region_answer
 
@@ -240,8 +245,9 @@ class Assistant:
         size = prepared.loaded[-1].size if prepared.loaded else None
         # <seg> tokens: the region decoder's geometry written in at each token's place.
         regions = region_answer(
-            model, tokens, seg_states or [], prepared.pixel_values, size, prepared.task
-        )
+            model, tokens, seg_states or [], prepared.pixel_values, size, prepared.task,
+            vision_features=vision_features,
+        )  # fmt: skip
         raw = regions.text if regions is not None else raw
         answer = self._answer(raw.strip(), prepared.task, prepared.loaded, prepared.messages)
         if regions is not None:
@@ -440,6 +446,16 @@ class Assistant:
         prepared = [self._prepare(r) for r in requests]
         batch = collate([p.rendered for p in prepared], model.pad_token_id)
         pixels = [p.pixel_values for p in prepared if p.pixel_values is not None]
+        # The tower runs once for the batch: its output feeds the projector during generation
+        # and, sliced per request, the region decoder afterwards.
+        with torch.no_grad():
+            features = model.vision(torch.cat(pixels)) if pixels else None
+        per_request: list[torch.Tensor | None] = []
+        start = 0
+        for p in prepared:
+            n = 0 if p.pixel_values is None else int(p.pixel_values.shape[0])
+            per_request.append(features[start : start + n] if n else None)
+            start += n
         rows: list[list[int]] = [[] for _ in requests]
         done = [False] * len(requests)
         stopped = [False] * len(requests)
@@ -452,6 +468,7 @@ class Assistant:
             sampling=first.sampling,
             generator=generator,
             seg_states=seg_states,
+            vision_features=features,
         )
         try:
             for tokens in steps:
@@ -467,8 +484,10 @@ class Assistant:
         finally:
             steps.close()
         return [
-            self._finish(row, p, s, states)
-            for row, p, s, states in zip(rows, prepared, stopped, seg_states, strict=True)
+            self._finish(row, p, s, states, own)
+            for row, p, s, states, own in zip(
+                rows, prepared, stopped, seg_states, per_request, strict=True
+            )
         ]
 
     def _answer(

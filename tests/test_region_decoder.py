@@ -336,3 +336,52 @@ def test_decoding_after_generation_reuses_the_towers_output():
         fresh = decode_regions(model, pixels.clone(), hidden)  # other images: the tower runs
     assert len(calls) == 2
     assert torch.allclose(reused["mask"], fresh["mask"], atol=1e-5)
+
+
+def test_a_batched_detect_request_runs_the_tower_once_per_image():
+    from geoassist.assistant import Assistant
+
+    model = build_decoder_model(score_threshold=0.01)
+    with torch.no_grad():
+        model.region_decoder.seg_bias.fill_(1e4)  # every step writes <seg>
+    assistant = Assistant(model)
+    assistant.reuse_prefix = False
+    images_seen: list[int] = []
+    model.vision.register_forward_hook(lambda _m, a, _o: images_seen.append(a[0].shape[0]))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    requests = [{"image": im, "prompt": "ships", "task": "detect"} for im in images]
+    batched = assistant.ask_batch(requests, batch_size=3, max_new_tokens=2)
+    assert images_seen == [3]  # one pass for the batch: generation and decoder share it
+    assert all(a.boxes and "<seg>" in a.history[-1]["content"] for a in batched)
+    images_seen.clear()
+    single = [assistant.ask(**r, max_new_tokens=2) for r in requests]
+    assert images_seen == [1, 1, 1]
+    # each request decoded from its own image's features, as when asked alone
+    for got, want in zip(batched, single, strict=True):
+        assert got.raw == want.raw
+        assert len(got.boxes) == len(want.boxes)
+        assert np.allclose([b["box"] for b in got.boxes], [b["box"] for b in want.boxes], atol=1e-3)
+    assert batched[0].raw != batched[1].raw  # the images differ, so must their answers
+
+
+def test_given_tower_output_is_used_and_must_match_the_images():
+    from geoassist.errors import ImageSlotMismatchError
+
+    model = build_decoder_model()
+    pixels = torch.randn(1, 3, 32, 32)
+    hidden = torch.randn(1, model.region_decoder.lm_dim)
+    with torch.no_grad():
+        features = model.vision(pixels)
+        calls = []
+        model.vision.register_forward_hook(lambda *_: calls.append(1))
+        given = decode_regions(model, pixels, hidden, vision_features=features)
+        assert calls == []
+        assert torch.allclose(given["mask"], decode_regions(model, pixels.clone(), hidden)["mask"])
+        with pytest.raises(RegionDecoderError, match="exactly the images"):
+            decode_regions(model, pixels, hidden, vision_features=torch.cat([features, features]))
+    n = model.config.num_image_tokens
+    prompt = render(conversation("")[:2], model.tokenizer, num_image_tokens=n, add_generation_prompt=True)
+    with pytest.raises(ImageSlotMismatchError, match="exactly these images"):
+        next(model.generate_steps(torch.tensor([prompt.input_ids]), pixel_values=pixels,
+                                  vision_features=torch.cat([features, features])))  # fmt: skip

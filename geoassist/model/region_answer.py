@@ -80,10 +80,14 @@ def region_answer(
     pixel_values: torch.Tensor | None,
     image_size: tuple[int, int] | None,
     task: str | None,
+    *,
+    vision_features: torch.Tensor | None = None,
 ) -> RegionAnswer | None:
     """The answer text of generated ``tokens`` with each ``<seg>`` decoded; None when the model
     has no decoder or wrote no ``<seg>``. ``seg_states`` are the hidden states at the tokens, in
-    order; ``image_size`` (width, height) is that of the image the answer is about (the last)."""
+    order; ``image_size`` (width, height) is that of the image the answer is about (the last);
+    ``vision_features``, the tower's output for ``pixel_values`` from the generation, keeps the
+    tower from running again."""
     seg = model.seg_token_id
     tokens = [t for t in tokens if t != model.end_token_id]
     if seg is None or seg not in tokens:
@@ -118,7 +122,7 @@ def region_answer(
         ]
         if usable:
             hidden = torch.stack([s.float() for s in seg_states[:usable]])
-            maps = decode_regions(model, pixel_values, hidden)
+            maps = decode_regions(model, pixel_values, hidden, vision_features=vision_features)
             for k in range(usable):
                 results[k] = decode_query(
                     maps, k,

@@ -249,11 +249,17 @@ def scene_maps(
 
 
 def decode_regions(
-    model, pixel_values: torch.Tensor | None, hidden: torch.Tensor
+    model,
+    pixel_values: torch.Tensor | None,
+    hidden: torch.Tensor,
+    *,
+    vision_features: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The maps of ``hidden`` (Q, lm_dim) — the ``<seg>`` states of one conversation — over its
-    images ``pixel_values`` (n, C, S, S). More than ``max_seg_tokens`` queries, or none with no
-    image, is a :class:`RegionDecoderError`."""
+    images ``pixel_values`` (n, C, S, S). ``vision_features`` (n, tokens, width), the tower's
+    output for those images from the generation that wrote the tokens, spares the tower a
+    second pass. More than ``max_seg_tokens`` queries, or none with no image, is a
+    :class:`RegionDecoderError`."""
     decoder = model.region_decoder
     if decoder is None:
         raise RegionDecoderError("this model has no region decoder (its config has no region_decoder)")
@@ -263,6 +269,12 @@ def decode_regions(
             f"{hidden.shape[0]} <seg> tokens to decode but the decoder takes at most {limit} per "
             "answer (region_decoder.max_seg_tokens); ask for fewer things at once"
         )
-    n_images = 0 if pixel_values is None else int(pixel_values.shape[0])
-    scene = scene_maps(model, pixel_values, [n_images])
+    images = pixel_values if pixel_values is not None else vision_features
+    n_images = 0 if images is None else int(images.shape[0])
+    if vision_features is not None and int(vision_features.shape[0]) != n_images:
+        raise RegionDecoderError(
+            f"{int(vision_features.shape[0])} images' tower output for {n_images} images; give "
+            "the features of exactly the images the tokens are about"
+        )
+    scene = scene_maps(model, pixel_values, [n_images], vision_features=vision_features)
     return decoder(scene.expand(hidden.shape[0], -1, -1, -1), hidden)

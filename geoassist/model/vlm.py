@@ -209,13 +209,10 @@ class GeoAssistModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.lm.parameters()).device
 
-    def _image_layout(
-        self, input_ids: torch.Tensor, segment_ids: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Positions of image tokens and the temporal index (image ordinal in its conversation:
-        its row, or its segment of a row that packs several) of each image."""
+    def _image_layout(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions of image tokens and the temporal index (image ordinal in its row) of each image."""
         is_image = input_ids == self.image_token_id
-        per_row = images_per_conversation(is_image, segment_ids)
+        per_row = is_image.sum(dim=1)
         n = self.config.num_image_tokens
         if bool((per_row % n).any()):
             raise ImageSlotMismatchError(
@@ -281,9 +278,8 @@ class GeoAssistModel(nn.Module):
         pixel_values: torch.Tensor | None,
         visual: torch.Tensor | None = None,
         vision_features: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        is_image, temporal = self._image_layout(input_ids, segment_ids)
+        is_image, temporal = self._image_layout(input_ids)
         n_images = len(temporal)
         if pixel_values is not None and vision_features is not None:
             raise ImageSlotMismatchError(
@@ -313,34 +309,20 @@ class GeoAssistModel(nn.Module):
         labels: torch.Tensor | None = None,
         return_logits: bool = True,
         vision_features: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Logits for every position (and the loss when ``labels`` are given).
 
         The images come as ``pixel_values`` or, when the tower's output is already known (a
         frozen tower's cached features), as ``vision_features`` (num_images, tokens, width).
 
-        ``segment_ids`` (same shape as ``input_ids``; 1, 2, … for the conversations a row
-        packs, 0 for padding) keeps conversations apart: positions restart at each one, no token
-        attends to another's, and image ordinals count per conversation. ``attention_mask`` is
-        then not used: the LM gets the restarting position ids without a mask, from which
-        transformers builds the block-diagonal causal mask (for sdpa and eager attention; flash
-        attention reads the same position ids as variable-length sequences).
-
         With ``labels`` and ``return_logits=False`` (the trainer's path), the LM head
         runs only on supervised positions — most positions are prompt and image
         tokens, and the head over a 49k vocabulary is a large part of the cost.
         """
-        if segment_ids is not None:
-            embeds, _ = self._embed(
-                input_ids, pixel_values, vision_features=vision_features, segment_ids=segment_ids
-            )
-            attention_mask, positions = None, positions_from_segments(segment_ids)
-        else:
-            if attention_mask is None:
-                attention_mask = torch.ones_like(input_ids)
-            embeds = self.embed_inputs(input_ids, pixel_values, vision_features=vision_features)
-            positions = positions_from_mask(attention_mask)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embeds = self.embed_inputs(input_ids, pixel_values, vision_features=vision_features)
+        positions = positions_from_mask(attention_mask)
         if labels is not None and not return_logits:
             base = self.lm.get_base_model() if self.has_lora else self.lm
             hidden = base.get_decoder()(
@@ -384,6 +366,7 @@ class GeoAssistModel(nn.Module):
         min_new_tokens: int = 0,
         prefix_cache: PrefixCache | None = None,
         seg_states: list[list[torch.Tensor]] | None = None,
+        vision_features: torch.Tensor | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the next token of every row, step by step (rows that finished yield the pad id).
 
@@ -396,8 +379,20 @@ class GeoAssistModel(nn.Module):
         for the next. ``seg_states`` (one list per row) receives the LM's final hidden state at
         every ``<seg>`` token a row generates, for the region decoder (once the token has been
         run, so also after the last step when generation stops right after one).
+        ``vision_features``, the tower's output for ``pixel_values`` computed by the caller (to
+        hand the same output to the region decoder after generation), keeps the tower from
+        running again; no prefix cache is used then.
         """
-        if prefix_cache is not None and (input_ids.shape[0] != 1 or not use_cache):
+        if vision_features is not None and (
+            pixel_values is not None and vision_features.shape[0] != pixel_values.shape[0]
+        ):
+            raise ImageSlotMismatchError(
+                f"vision_features hold {vision_features.shape[0]} images but pixel_values "
+                f"{pixel_values.shape[0]}; give the tower's output for exactly these images"
+            )
+        if prefix_cache is not None and (
+            input_ids.shape[0] != 1 or not use_cache or vision_features is not None
+        ):
             prefix_cache = None
         # One request at a time uses a prefix cache; another thread meanwhile runs without it.
         if prefix_cache is not None and not prefix_cache.lock.acquire(blocking=False):
@@ -405,7 +400,7 @@ class GeoAssistModel(nn.Module):
         try:
             yield from self._steps(
                 input_ids, attention_mask, pixel_values, max_new_tokens, sampling, use_cache,
-                generator, min_new_tokens, prefix_cache, seg_states,
+                generator, min_new_tokens, prefix_cache, seg_states, vision_features,
             )  # fmt: skip
         finally:
             if prefix_cache is not None:
@@ -423,6 +418,7 @@ class GeoAssistModel(nn.Module):
         min_new_tokens: int,
         prefix_cache: PrefixCache | None,
         seg_states: list[list[torch.Tensor]] | None = None,
+        vision_features: torch.Tensor | None = None,
     ) -> Iterator[torch.Tensor]:
         sampling = sampling or SamplingConfig()
         with_hidden = self.region_decoder is not None
@@ -436,7 +432,9 @@ class GeoAssistModel(nn.Module):
             step_positions = positions[:, start:]
             fed = input_ids[0, start:].tolist()
         else:
-            embeds = self.embed_inputs(input_ids, pixel_values)
+            if vision_features is not None:
+                pixel_values = None  # the tower's output for them is given
+            embeds = self.embed_inputs(input_ids, pixel_values, vision_features=vision_features)
             step_embeds, step_positions = embeds, positions
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         for step in range(max_new_tokens + 1):
@@ -539,33 +537,6 @@ class GeoAssistModel(nn.Module):
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that start at 0 on each row's first real token (left padding safe)."""
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
-
-
-def positions_from_segments(segment_ids: torch.Tensor) -> torch.Tensor:
-    """Position ids that restart at 0 wherever the segment changes (each packed conversation,
-    and the padding after them, counts from its own start)."""
-    index = torch.arange(segment_ids.shape[-1], device=segment_ids.device).expand_as(segment_ids)
-    change = torch.ones_like(segment_ids, dtype=torch.bool)
-    change[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
-    starts = torch.where(change, index, torch.zeros_like(index)).cummax(dim=-1).values
-    return index - starts
-
-
-def images_per_conversation(is_image: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
-    """Image tokens of each conversation in reading order: one count per row, or, with
-    ``segment_ids``, one per (row, segment) that holds any."""
-    if segment_ids is None:
-        return is_image.sum(dim=1)
-    key = conversation_keys(segment_ids)[is_image]
-    return torch.unique_consecutive(key, return_counts=True)[1]
-
-
-def conversation_keys(segment_ids: torch.Tensor) -> torch.Tensor:
-    """A number per token that is the same exactly for the tokens of one (row, segment) and
-    grows in reading order."""
-    span = int(segment_ids.max()) + 1 if segment_ids.numel() else 1
-    rows = torch.arange(segment_ids.shape[0], device=segment_ids.device).unsqueeze(1)
-    return rows * span + segment_ids
 
 
 class PrefixCache:
