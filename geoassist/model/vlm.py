@@ -209,10 +209,13 @@ class GeoAssistModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.lm.parameters()).device
 
-    def _image_layout(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Positions of image tokens and the temporal index (image ordinal in its row) of each image."""
+    def _image_layout(
+        self, input_ids: torch.Tensor, segment_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions of image tokens and the temporal index (image ordinal in its conversation:
+        its row, or its segment of a row that packs several) of each image."""
         is_image = input_ids == self.image_token_id
-        per_row = is_image.sum(dim=1)
+        per_row = images_per_conversation(is_image, segment_ids)
         n = self.config.num_image_tokens
         if bool((per_row % n).any()):
             raise ImageSlotMismatchError(
@@ -278,8 +281,9 @@ class GeoAssistModel(nn.Module):
         pixel_values: torch.Tensor | None,
         visual: torch.Tensor | None = None,
         vision_features: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        is_image, temporal = self._image_layout(input_ids)
+        is_image, temporal = self._image_layout(input_ids, segment_ids)
         n_images = len(temporal)
         if pixel_values is not None and vision_features is not None:
             raise ImageSlotMismatchError(
@@ -309,20 +313,34 @@ class GeoAssistModel(nn.Module):
         labels: torch.Tensor | None = None,
         return_logits: bool = True,
         vision_features: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Logits for every position (and the loss when ``labels`` are given).
 
         The images come as ``pixel_values`` or, when the tower's output is already known (a
         frozen tower's cached features), as ``vision_features`` (num_images, tokens, width).
 
+        ``segment_ids`` (same shape as ``input_ids``; 1, 2, … for the conversations a row
+        packs, 0 for padding) keeps conversations apart: positions restart at each one, no token
+        attends to another's, and image ordinals count per conversation. ``attention_mask`` is
+        then not used: the LM gets the restarting position ids without a mask, from which
+        transformers builds the block-diagonal causal mask (for sdpa and eager attention; flash
+        attention reads the same position ids as variable-length sequences).
+
         With ``labels`` and ``return_logits=False`` (the trainer's path), the LM head
         runs only on supervised positions — most positions are prompt and image
         tokens, and the head over a 49k vocabulary is a large part of the cost.
         """
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        embeds = self.embed_inputs(input_ids, pixel_values, vision_features=vision_features)
-        positions = positions_from_mask(attention_mask)
+        if segment_ids is not None:
+            embeds, _ = self._embed(
+                input_ids, pixel_values, vision_features=vision_features, segment_ids=segment_ids
+            )
+            attention_mask, positions = None, positions_from_segments(segment_ids)
+        else:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            embeds = self.embed_inputs(input_ids, pixel_values, vision_features=vision_features)
+            positions = positions_from_mask(attention_mask)
         if labels is not None and not return_logits:
             base = self.lm.get_base_model() if self.has_lora else self.lm
             hidden = base.get_decoder()(
@@ -537,6 +555,33 @@ class GeoAssistModel(nn.Module):
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that start at 0 on each row's first real token (left padding safe)."""
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+
+
+def positions_from_segments(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Position ids that restart at 0 wherever the segment changes (each packed conversation,
+    and the padding after them, counts from its own start)."""
+    index = torch.arange(segment_ids.shape[-1], device=segment_ids.device).expand_as(segment_ids)
+    change = torch.ones_like(segment_ids, dtype=torch.bool)
+    change[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    starts = torch.where(change, index, torch.zeros_like(index)).cummax(dim=-1).values
+    return index - starts
+
+
+def images_per_conversation(is_image: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
+    """Image tokens of each conversation in reading order: one count per row, or, with
+    ``segment_ids``, one per (row, segment) that holds any."""
+    if segment_ids is None:
+        return is_image.sum(dim=1)
+    key = conversation_keys(segment_ids)[is_image]
+    return torch.unique_consecutive(key, return_counts=True)[1]
+
+
+def conversation_keys(segment_ids: torch.Tensor) -> torch.Tensor:
+    """A number per token that is the same exactly for the tokens of one (row, segment) and
+    grows in reading order."""
+    span = int(segment_ids.max()) + 1 if segment_ids.numel() else 1
+    rows = torch.arange(segment_ids.shape[0], device=segment_ids.device).unsqueeze(1)
+    return rows * span + segment_ids
 
 
 class PrefixCache:
