@@ -267,3 +267,127 @@ def test_packed_turns_carry_the_same_region_terms_as_their_records(records, one_
     assert swapped != pytest.approx(alone, rel=1e-3)  # each target stays with its own token
     loss, n = stage_loss(2, StageModule(model), packed)
     assert n == 1 and torch.isfinite(loss)
+
+
+CHANGED = (18, 4, 28, 14)  # x1, y1, x2, y2 of the square that appears in the after image
+
+
+@pytest.fixture
+def change_record(records):
+    """A ``change_seg`` record on a before/after pair (as the GeoSynth and change recipes write
+    them: the change mask as ``targets.mask``, 0/255, no boxes) and the change mask itself."""
+    root, _ = records
+    before = np.full((32, 32, 3), 40, np.uint8)
+    after = before.copy()
+    x1, y1, x2, y2 = CHANGED
+    after[y1:y2, x1:x2] = 230
+    Image.fromarray(before).save(root / "before.png")
+    Image.fromarray(after).save(root / "after.png")
+    truth = np.zeros((32, 32), bool)
+    truth[y1:y2, x1:x2] = True
+    Image.fromarray(truth.astype(np.uint8) * 255).save(root / "change.png")
+    record = {
+        "id": "t:c", "source": "t", "split": "train", "task": "change_seg",
+        "images": ["before.png", "after.png"],
+        "conversations": [
+            {"role": "user", "content": "<image><image>\n[change_seg] Outline what changed between the two images."},
+            {"role": "assistant", "content": "<mask>2x2|0,1;0,0</mask>"}],
+        "answer": "<mask>2x2|0,1;0,0</mask>", "targets": {"mask": "change.png", "count": 1},
+        "meta": {"width": 32, "height": 32},
+    }  # fmt: skip
+    return record, truth
+
+
+def test_a_change_seg_record_supervises_the_decoders_change_mask(records, change_record, one_torch_thread):
+    from geoassist.model.region_decoder import decode_regions, scene_maps
+    from geoassist.model.region_geometry import decode_query
+    from geoassist.train.data import collate_conversations
+    from geoassist.train.region_data import collate_with_regions, region_batch_loss, seg_form
+    from geoassist.train.region_loss import region_loss
+
+    root, _ = records
+    record, truth = change_record
+    answer, targets = seg_form(record, root, 64)  # the decoder's input is twice the image
+    assert answer == "<seg>" and len(targets) == 1
+    assert targets[0].instances == []  # the change mask names no instances
+    assert np.array_equal(targets[0].mask, truth.repeat(2, axis=0).repeat(2, axis=1))
+    unchanged = {**record, "targets": {"mask": "mask.png", "mask_values": [9], "count": 0}}
+    assert seg_form(unchanged, root, 32) == ("none", [])  # nothing changed: no token
+    # change_qa records are questions, never region records: the change mask is change_seg's
+    # (the recipes once wrote it as a change_qa record with qtype "change_mask")
+    question = {**record, "task": "change_qa", "qtype": "change_mask"}
+    assert seg_form(question, root, 32) is None
+
+    model = build_model()
+    with torch.no_grad():  # a new decoder's fine path starts near zero: make the images matter
+        for param in model.region_decoder.fine.parameters():
+            param.normal_(0, 0.3)
+    item = dataset_of(model, root, [record])[0]
+    batch = collate_with_regions(collate_conversations(model.pad_token_id))([item])
+    assert batch["pixel_values"].shape[0] == 2
+    assert (batch["input_ids"] == model.seg_token_id).sum() == 1 == (batch["labels"] == model.seg_token_id).sum()
+    (region,) = batch["regions"][0]
+    assert torch.equal(region["mask"], torch.from_numpy(truth.astype(np.float32)))
+    assert not region["reg"].any() and float(region["centre"].max()) == 0.0
+    hidden = torch.randn(1, model.lm.config.hidden_size)
+    with torch.no_grad():
+        loss, terms = region_batch_loss(model, batch, hidden)
+        # the token reads the pair's fused map (the change), not either image alone
+        pair = scene_maps(model, batch["pixel_values"], [2])
+        reference = region_loss(model.region_decoder(pair, hidden), [region], 32)[1]
+        last = scene_maps(model, batch["pixel_values"][1:], [1])
+        after_only = region_loss(model.region_decoder(last, hidden), [region], 32)[1]
+    assert set(terms) == {"centre", "mask_bce", "mask_dice"} and torch.isfinite(loss)
+    assert terms == pytest.approx(reference, rel=1e-5, abs=1e-6)
+    assert terms["mask_bce"] != pytest.approx(after_only["mask_bce"], rel=1e-3)
+    # trained on this record alone, the decoder's mask at the token outlines the change
+    optimizer = torch.optim.Adam(model.region_decoder.parameters(), lr=3e-3)
+    for _ in range(40):
+        optimizer.zero_grad()
+        region_batch_loss(model, batch, hidden)[0].backward()
+        optimizer.step()
+    with torch.no_grad():
+        maps = decode_regions(model, batch["pixel_values"], hidden)
+    outlined = decode_query(maps, 0, input_size=32, image_size=(32, 32), score_threshold=0.3,
+                            mask_threshold=0.5, max_instances=8).mask  # fmt: skip
+    assert (outlined & truth).sum() / (outlined | truth).sum() > 0.5
+
+
+def test_packed_stage2_carries_a_change_target_like_the_others(records, change_record, one_torch_thread):
+    from geoassist.train.data import Sample, collate_conversations
+    from geoassist.train.packing import PackedConversationDataset
+    from geoassist.train.region_data import collate_with_regions
+    from geoassist.train.region_stage import decoder_grid
+    from geoassist.train.stages import StageModule, stage_loss
+
+    root, (detect, segment, absent, caption) = records
+    record, truth = change_record
+    model = build_model()
+    with torch.no_grad():
+        for param in model.region_decoder.fine.parameters():
+            param.normal_(0, 0.3)
+    collate = collate_with_regions(collate_conversations(model.pad_token_id))
+    unpacked = collate([dataset_of(model, root, [r])[0] for r in (detect, record)])
+    samples = [Sample(r, root) for r in (detect, record, caption)]
+    packed_data = PackedConversationDataset(
+        samples, model.config, model.tokenizer, max_length=1024, seed=0,
+        pack_conversations=True, region_grid=decoder_grid(model),
+    )  # fmt: skip
+    assert len(packed_data) == 1
+    item = packed_data[0]
+    packed = collate([item])
+    assert len(item["segments"]) == 2 and packed["pixel_values"].shape[0] == 3  # scene + the pair
+    assert "change_seg" in item["tasks"]
+    assert (packed["input_ids"] == model.seg_token_id).sum() == 2 == len(packed["regions"][0])
+    kept = [r["id"] for conv in packed_data.rows[0] for r in packed_data.render(conv)[1]]
+    change_target = packed["regions"][0][[k for k in kept if k in ("t:1", "t:c")].index("t:c")]
+    assert torch.equal(change_target["mask"], torch.from_numpy(truth.astype(np.float32)))
+    torch.manual_seed(0)
+    states = {rid: torch.randn(model.lm.config.hidden_size) for rid in ("t:1", "t:c")}
+    with torch.no_grad():
+        alone = _terms(model, unpacked, torch.stack([states["t:1"], states["t:c"]]))
+        together = _terms(model, packed, torch.stack([states[k] for k in kept if k in states]))
+    assert set(alone) == {"centre", "box_l1", "giou", "mask_bce", "mask_dice"}
+    assert together == pytest.approx(alone, rel=1e-5, abs=1e-6)
+    loss, n = stage_loss(2, StageModule(model), packed)
+    assert n == 1 and torch.isfinite(loss)

@@ -1,11 +1,17 @@
 """Stage-2 records in the ``<seg>`` form, with the region decoder's targets.
 
 A record that carries geometry — detection, grounding and referring boxes (oriented where the
-record has corners), referring segmentation masks, change masks — is supervised with an answer
-in which every referred thing is one ``<seg>`` token (``<ref>ship</ref><seg>`` for a class,
-``<seg>`` for one expression or one mask), and its geometry goes to the decoder losses
-(:mod:`geoassist.train.region_loss`); the digits of the answer grammar are never supervised.
-An absent target keeps its ``none`` answer and has no token. Other records are unchanged.
+record has corners), referring segmentation masks, the change masks of ``change_seg`` records —
+is supervised with an answer in which every referred thing is one ``<seg>`` token
+(``<ref>ship</ref><seg>`` for a class, ``<seg>`` for one expression or one mask), and its
+geometry goes to the decoder losses (:mod:`geoassist.train.region_loss`); the digits of the
+answer grammar are never supervised. An absent target keeps its ``none`` answer and has no
+token. Other records are unchanged.
+
+A ``change_seg`` record's token reads the pair's fused scene map, so the decoder's mask for it
+is the change mask, supervised by the record's ``targets.mask`` (read as the scorers read it,
+:func:`geoassist.data_recipes.load_target_mask`); it names no instances, so its centre map is
+supervised empty.
 """
 
 from __future__ import annotations
@@ -22,8 +28,7 @@ from geoassist.train.region_loss import RegionTarget, target_maps
 
 BOX_KINDS = ("detection", "grounding")  # one <seg> per label
 SINGLE_KINDS = ("referring",)  # one <seg> for the expression's box
-MASK_KINDS = ("refer_seg", "change_seg")  # one <seg> for the mask
-MASK_QTYPES = ("change_mask",)  # change_qa records that ask for the change mask
+MASK_KINDS = ("refer_seg", "change_seg")  # one <seg> for the mask (a pair's: the change mask)
 
 
 def _instances(targets: dict[str, Any]) -> list[tuple[str | None, tuple[float, ...]]]:
@@ -39,19 +44,6 @@ def _instances(targets: dict[str, Any]) -> list[tuple[str | None, tuple[float, .
         x1, y1, x2, y2 = (float(v) for v in item["box"])
         out.append((item.get("label"), ((x1 + x2) / 2, (y1 + y2) / 2, abs(x2 - x1), abs(y2 - y1), 0.0)))
     return out
-
-
-def _read_mask(image_root: Path, targets: dict[str, Any]) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(image_root / targets["mask"]) as im:
-        array = np.asarray(im)
-    values = targets.get("mask_values")
-    if values is None:
-        return array.reshape(array.shape[0], array.shape[1], -1).any(axis=-1)
-    if array.ndim == 3:
-        return np.any([np.all(array[..., :3] == np.asarray(v)[:3], axis=-1) for v in values], axis=0)
-    return np.isin(array, values)
 
 
 def _resized_mask(mask: np.ndarray, side: int) -> np.ndarray:
@@ -74,7 +66,7 @@ def seg_form(record: dict[str, Any], image_root: Path, input_size: int) -> tuple
     """The ``<seg>`` answer of ``record`` and one target per token, in the decoder's input pixels;
     None for a record that carries no geometry for the decoder."""
     kind, targets = record.get("task"), record.get("targets") or {}
-    is_mask = kind in MASK_KINDS or (kind == "change_qa" and record.get("qtype") in MASK_QTYPES)
+    is_mask = kind in MASK_KINDS
     if kind not in (*BOX_KINDS, *SINGLE_KINDS) and not is_mask:
         return None
     if is_mask and not targets.get("mask"):
@@ -92,7 +84,9 @@ def seg_form(record: dict[str, Any], image_root: Path, input_size: int) -> tuple
 
     objects = [(label, scaled(geom)) for label, geom in _instances(targets)]
     if is_mask:
-        mask = _resized_mask(_read_mask(image_root, targets), input_size)
+        from geoassist.data_recipes import load_target_mask
+
+        mask = _resized_mask(load_target_mask(record, image_root), input_size)
         if not mask.any():
             return "none", []
         return SEG_TOKEN, [RegionTarget([g for _, g in objects], mask)]
