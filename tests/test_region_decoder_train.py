@@ -76,6 +76,22 @@ def test_records_in_the_seg_form(records):
     assert detect["conversations"][1]["content"].startswith("<ref>ship</ref><box>")
 
 
+def test_a_mask_given_as_rle_is_a_region_target_too(records):
+    """refer_seg records of the segmentation and user recipes carry their mask as ``mask_rle``."""
+    from geoassist.rle import mask_to_rle
+    from geoassist.train.region_data import seg_form
+
+    root, (_, segment, _, _) = records
+    truth = np.zeros((32, 32), bool)
+    truth[12:28, 4:20] = True
+    rle = {**segment, "targets": {"mask_rle": mask_to_rle(truth), "boxes": segment["targets"]["boxes"]}}
+    answer, targets = seg_form(rle, root, 32)
+    assert answer == "<seg>" and np.array_equal(targets[0].mask, truth)
+    assert targets[0].instances == [pytest.approx((12.0, 20.0, 16.0, 16.0, 0.0))]
+    empty = {**segment, "targets": {"mask_rle": mask_to_rle(np.zeros((32, 32), bool))}}
+    assert seg_form(empty, root, 32) == ("none", [])
+
+
 def dataset_of(model, root, records):
     from geoassist.train.data import ConversationDataset, Sample
     from geoassist.train.region_stage import region_dataset

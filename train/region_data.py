@@ -6,12 +6,13 @@ is supervised with an answer in which every referred thing is one ``<seg>`` toke
 (``<ref>ship</ref><seg>`` for a class, ``<seg>`` for one expression or one mask), and its
 geometry goes to the decoder losses (:mod:`geoassist.train.region_loss`); the digits of the
 answer grammar are never supervised. An absent target keeps its ``none`` answer and has no
-token. Other records are unchanged.
+token. Other records are unchanged. A mask is the record's ``targets.mask`` (a PNG, with
+``mask_values``) or ``targets.mask_rle``, read as the scorers read it
+(:func:`geoassist.data_recipes.load_target_mask`).
 
 A ``change_seg`` record's token reads the pair's fused scene map, so the decoder's mask for it
-is the change mask, supervised by the record's ``targets.mask`` (read as the scorers read it,
-:func:`geoassist.data_recipes.load_target_mask`); it names no instances, so its centre map is
-supervised empty.
+is the change mask, supervised by the record's mask; it names no instances, so its centre map
+is supervised empty.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def seg_form(record: dict[str, Any], image_root: Path, input_size: int) -> tuple
     is_mask = kind in MASK_KINDS
     if kind not in (*BOX_KINDS, *SINGLE_KINDS) and not is_mask:
         return None
-    if is_mask and not targets.get("mask"):
+    if is_mask and not (targets.get("mask") or targets.get("mask_rle")):
         return None
     width, height = _image_size(image_root, record)
     sx, sy = input_size / width, input_size / height
