@@ -70,7 +70,8 @@ class Assistant:
             self.kb = open_store(kb)
 
     # A follow-up question on the same image reuses the keys and values of the previous
-    # request (the image and the earlier turns are not run again); False turns this off.
+    # request (the image and the earlier turns are not run again, nor the vision tower for the
+    # region decoder); False turns this off.
     reuse_prefix: bool = True
 
     def _prefix_cache(self):
@@ -79,6 +80,27 @@ class Assistant:
         if not self.reuse_prefix:
             return None
         return self.__dict__.setdefault("_prefix", PrefixCache())
+
+    def _tower_output(self, pixel_values: torch.Tensor | None) -> torch.Tensor | None:
+        """The tower's output for one request's images, read after its generation so that the
+        region decoder does not run the tower again: what the generation computed, or, when a
+        prefix-cache hit skipped the tower, what the request that put these images in the cache
+        computed. That output is kept with the projected images it became (``visual``) and used
+        only while the cache still holds those very ones; None when neither applies (the
+        decoder then runs the tower)."""
+        from geoassist.model.region_decoder import remembered_tower_output
+
+        if pixel_values is None or self.model.region_decoder is None:
+            return None
+        features = remembered_tower_output(self.model, pixel_values)
+        prefix = self.__dict__.get("_prefix")
+        if prefix is None or prefix.pixel_values is not pixel_values or prefix.visual is None:
+            return features  # the cache did not serve this request, or serves another one now
+        if features is not None:
+            self._prefix_tower = (prefix.visual, features)
+            return features
+        kept = self.__dict__.get("_prefix_tower")
+        return kept[1] if kept is not None and kept[0] is prefix.visual else None
 
     @classmethod
     def from_pretrained(
@@ -358,7 +380,8 @@ class Assistant:
                     break
         finally:
             steps.close()
-        return self._finish(tokens, prepared, stopped, seg_states[0])
+        features = self._tower_output(prepared.pixel_values)
+        return self._finish(tokens, prepared, stopped, seg_states[0], features)
 
     def _stream(
         self, steps, prepared: _Prepared, request: AskRequest, seg_states=None
@@ -386,7 +409,8 @@ class Assistant:
                         break
             finally:
                 steps.close()
-            result.answer = self._finish(tokens, prepared, stopped, seg_states)
+            features = self._tower_output(prepared.pixel_values)
+            result.answer = self._finish(tokens, prepared, stopped, seg_states, features)
 
         result._chunks = chunks()
         return result

@@ -385,3 +385,38 @@ def test_given_tower_output_is_used_and_must_match_the_images():
     with pytest.raises(ImageSlotMismatchError, match="exactly these images"):
         next(model.generate_steps(torch.tensor([prompt.input_ids]), pixel_values=pixels,
                                   vision_features=torch.cat([features, features])))  # fmt: skip
+
+
+def test_a_prefix_cache_hit_decodes_regions_without_running_the_tower(one_torch_thread):
+    from geoassist.assistant import Assistant
+
+    model = build_decoder_model(score_threshold=0.01)
+    with torch.no_grad():
+        model.region_decoder.seg_bias.fill_(1e4)  # every step writes <seg>
+    assistant = Assistant(model)  # reuse_prefix is on
+    images_seen: list[int] = []
+    model.vision.register_forward_hook(lambda _m, a, _o: images_seen.append(a[0].shape[0]))
+    rng = np.random.default_rng(0)
+    image, other = (rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(2))
+    ask = {"prompt": "ships", "task": "detect", "max_new_tokens": 2}
+    first = assistant.ask(image, **ask)
+    assert images_seen == [1] and first.boxes  # generation and decoder share one pass
+    again = assistant.ask(image, **ask)  # the same image: a prefix-cache hit
+    follow = assistant.ask(image, **ask, history=first.history)
+    streamed = assistant.ask(image, **ask, stream=True)
+    "".join(streamed)
+    assert images_seen == [1]  # neither the generation nor the decoder ran the tower again
+    alone = Assistant(model)
+    alone.reuse_prefix = False
+    want = alone.ask(image, **ask)
+    assert images_seen == [1, 1]
+    for got in (first, again, streamed.answer):
+        assert got.raw == want.raw
+        assert np.allclose([b["box"] for b in got.boxes], [b["box"] for b in want.boxes], atol=1e-4)
+    assert follow.boxes
+    # other images, or a cache emptied (as after training steps), run the tower again
+    moved = assistant.ask(other, **ask)
+    assert images_seen == [1, 1, 1] and moved.raw != first.raw
+    assistant._prefix_cache().clear()
+    assistant.ask(other, **ask)
+    assert images_seen == [1, 1, 1, 1]

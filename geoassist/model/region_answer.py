@@ -86,8 +86,8 @@ def region_answer(
     """The answer text of generated ``tokens`` with each ``<seg>`` decoded; None when the model
     has no decoder or wrote no ``<seg>``. ``seg_states`` are the hidden states at the tokens, in
     order; ``image_size`` (width, height) is that of the image the answer is about (the last);
-    ``vision_features``, the tower's output for ``pixel_values`` from the generation, keeps the
-    tower from running again."""
+    ``vision_features``, the tower's output for ``pixel_values`` from the generation (or from the
+    request whose prefix cache the generation reused), keeps the tower from running again."""
     seg = model.seg_token_id
     tokens = [t for t in tokens if t != model.end_token_id]
     if seg is None or seg not in tokens:

@@ -206,6 +206,16 @@ def load_region_decoder_weights(decoder: RegionDecoder | None, folder: str | Pat
 # ------------------------------------------------------------- with a model
 
 
+def remembered_tower_output(model, pixel_values: torch.Tensor | None) -> torch.Tensor | None:
+    """The tower's output for ``pixel_values`` kept by the generation that ran the tower on this
+    very tensor (matched by identity, so another request's images never use it); None when the
+    model's last tower pass was on other images."""
+    memo = getattr(model, "_tower_memo", None)
+    if pixel_values is None or memo is None or memo[0] is not pixel_values:
+        return None
+    return memo[1]
+
+
 def scene_maps(
     model,
     pixel_values: torch.Tensor | None,
@@ -231,9 +241,8 @@ def scene_maps(
             "the region decoder's conv8 path reads the pixels; give pixel_values (turn "
             "stage2.feature_cache off, or use region_decoder.feature_path 'tokens')"
         )
-    memo = getattr(model, "_tower_memo", None)
-    if vision_features is None and memo is not None and memo[0] is pixel_values:
-        vision_features = memo[1]  # the tower's output from the generation that wrote the tokens
+    if vision_features is None:
+        vision_features = remembered_tower_output(model, pixel_values)
     tokens = vision_features if vision_features is not None else model.vision(pixel_values)
     if pixel_values is not None:
         rgb = model.vision.adapt(pixel_values)
