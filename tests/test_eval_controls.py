@@ -297,3 +297,22 @@ def test_rescore_replaces_a_saved_cards_scores_with_the_reports(tmp_path):
     assert {p.name: p.read_bytes() for p in folder.glob("*.safetensors")} == weights
     with pytest.raises(SystemExit):
         rescore_main([str(folder), "--report", "no-equals-sign"])
+
+
+def test_the_card_keeps_each_tasks_question_types_of_a_synth_report():
+    from geoassist.train.card import card_scores
+    from geoassist.train.pipeline import score_entry
+
+    report = {
+        "n": 10, "metrics": {"vqa.overall_accuracy": 0.75},
+        "by_type": {"vqa": {"metric": "overall_accuracy", "score": 0.75, "score_ci95": [0.6, 0.9]}},
+        "tasks": {"vqa": {"n": 10, "metrics": {}, "by_type": {
+            "presence": {"accuracy": 0.7, "accuracy_ci95": [0.5, 0.9], "n": 6,
+                         "visual_gain_shuffled": 0.1, "visual_gain_shuffled_ci95": [0.0, 0.2]}}}},
+        "control_shuffled": {"n": 10, "metrics": {}, "visual_gain": {}},
+    }
+    entry = score_entry(report)
+    assert entry["by_type"]["vqa.presence"]["accuracy"] == 0.7
+    rows = card_scores(entry)
+    assert rows["vqa.presence.accuracy"] == "0.7 (95 % CI 0.5–0.9)"
+    assert rows["vqa.presence.accuracy: visual gain over shuffled"] == "+0.1 (95 % CI +0 to +0.2)"

@@ -352,11 +352,12 @@ def score_entry(report: dict[str, Any]) -> dict[str, Any]:
         base = field_name.removesuffix("_ci95")
         return base in ("accuracy", "lenient", "score") or base.startswith("visual_gain_") or field_name == "n"
 
-    entry = {
-        "n": report.get("n"),
-        "metrics": report.get("metrics"),
-        "by_type": {k: {m: v for m, v in d.items() if kept(m)} for k, d in (report.get("by_type") or {}).items()},
-    }
+    by_type = {k: {m: v for m, v in d.items() if kept(m)} for k, d in (report.get("by_type") or {}).items()}
+    # a report of several tasks (eval synth) also keeps each task's question types, e.g. "vqa.presence"
+    for task, sub in (report.get("tasks") or {}).items():
+        for kind, d in ((sub or {}).get("by_type") or {}).items():
+            by_type[f"{task}.{kind}"] = {m: v for m, v in d.items() if kept(m)}
+    entry = {"n": report.get("n"), "metrics": report.get("metrics"), "by_type": by_type}
     controls = {
         name: {"n": report[f"control_{name}"]["n"], "metrics": report[f"control_{name}"]["metrics"],
                "visual_gain": report[f"control_{name}"]["visual_gain"]}
