@@ -75,7 +75,7 @@ class Assistant:
     reuse_prefix: bool = True
 
     def _prefix_cache(self):
-        from geoassist.model.vlm import PrefixCache
+        from geoassist.model.prefix_cache import PrefixCache
 
         if not self.reuse_prefix:
             return None
