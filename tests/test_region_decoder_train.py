@@ -233,30 +233,43 @@ def _terms(model, batch, hidden):
     return region_batch_loss(model, batch, hidden)[1]
 
 
-def test_packed_turns_carry_the_same_region_terms_as_their_records(records, one_torch_thread):
+def _live_decoder_model():
+    """A tiny model whose new decoder's fine path starts away from zero, so each scene matters."""
+    model = build_model()
+    with torch.no_grad():
+        for param in model.region_decoder.fine.parameters():
+            param.normal_(0, 0.3)
+    return model
+
+
+def _unpacked_and_packed(model, root, unpacked_records, packed_records):
+    """The records one per row, and ``packed_records`` as one packed sequence (and its dataset)."""
     from geoassist.train.data import Sample, collate_conversations
     from geoassist.train.packing import PackedConversationDataset
     from geoassist.train.region_data import collate_with_regions
     from geoassist.train.region_stage import decoder_grid
+
+    collate = collate_with_regions(collate_conversations(model.pad_token_id))
+    unpacked = collate([dataset_of(model, root, [r])[0] for r in unpacked_records])
+    packed_data = PackedConversationDataset(
+        [Sample(r, root) for r in packed_records], model.config, model.tokenizer, max_length=1024, seed=0,
+        pack_conversations=True, region_grid=decoder_grid(model),
+    )  # fmt: skip
+    assert len(packed_data) == 1
+    return unpacked, collate([packed_data[0]]), packed_data
+
+
+def test_packed_turns_carry_the_same_region_terms_as_their_records(records, one_torch_thread):
     from geoassist.train.stages import StageModule, stage_loss
 
     root, (detect, segment, absent, caption) = records
     other = _second_scene(root, detect)
-    model = build_model()
-    with torch.no_grad():  # a new decoder's fine path starts near zero: make each scene matter
-        for param in model.region_decoder.fine.parameters():
-            param.normal_(0, 0.3)
-    collate = collate_with_regions(collate_conversations(model.pad_token_id))
-    unpacked = collate([dataset_of(model, root, [r])[0] for r in (detect, segment, other)])
+    model = _live_decoder_model()
     # the two geometry turns about scene.png in one conversation, beside other.png's in one sequence
-    samples = [Sample(r, root) for r in (detect, segment, absent, caption, other)]
-    packed_data = PackedConversationDataset(
-        samples, model.config, model.tokenizer, max_length=1024, seed=0,
-        pack_conversations=True, region_grid=decoder_grid(model),
-    )  # fmt: skip
-    assert len(packed_data) == 1
+    unpacked, packed, packed_data = _unpacked_and_packed(
+        model, root, (detect, segment, other), (detect, segment, absent, caption, other)
+    )
     item = packed_data[0]
-    packed = collate([item])
     assert len(item["segments"]) == 2 and packed["pixel_values"].shape[0] == 2
     assert sorted(item["tasks"]) == ["caption", "detection", "detection", "refer_seg", "referring"]
     assert (packed["input_ids"] == model.seg_token_id).sum() == 3 == len(packed["regions"][0])
@@ -370,28 +383,13 @@ def test_a_change_seg_record_supervises_the_decoders_change_mask(records, change
 
 
 def test_packed_stage2_carries_a_change_target_like_the_others(records, change_record, one_torch_thread):
-    from geoassist.train.data import Sample, collate_conversations
-    from geoassist.train.packing import PackedConversationDataset
-    from geoassist.train.region_data import collate_with_regions
-    from geoassist.train.region_stage import decoder_grid
     from geoassist.train.stages import StageModule, stage_loss
 
     root, (detect, segment, absent, caption) = records
     record, truth = change_record
-    model = build_model()
-    with torch.no_grad():
-        for param in model.region_decoder.fine.parameters():
-            param.normal_(0, 0.3)
-    collate = collate_with_regions(collate_conversations(model.pad_token_id))
-    unpacked = collate([dataset_of(model, root, [r])[0] for r in (detect, record)])
-    samples = [Sample(r, root) for r in (detect, record, caption)]
-    packed_data = PackedConversationDataset(
-        samples, model.config, model.tokenizer, max_length=1024, seed=0,
-        pack_conversations=True, region_grid=decoder_grid(model),
-    )  # fmt: skip
-    assert len(packed_data) == 1
+    model = _live_decoder_model()
+    unpacked, packed, packed_data = _unpacked_and_packed(model, root, (detect, record), (detect, record, caption))
     item = packed_data[0]
-    packed = collate([item])
     assert len(item["segments"]) == 2 and packed["pixel_values"].shape[0] == 3  # scene + the pair
     assert "change_seg" in item["tasks"]
     assert (packed["input_ids"] == model.seg_token_id).sum() == 2 == len(packed["regions"][0])
