@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from geoassist.atomic import replace_file
 from geoassist.errors import GeoAssistError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -113,13 +112,7 @@ def build_truth() -> dict[str, Any]:
 
 def write_truth(folder: Path = EXAMPLES) -> Path:
     """Write ``truth.json`` beside the examples (atomically)."""
-    path = Path(folder) / TRUTH_FILE
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".truth-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(build_truth(), f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return replace_file(Path(folder) / TRUTH_FILE, json.dumps(build_truth(), indent=2, ensure_ascii=False) + "\n")
 
 
 def read_truth(folder: Path = EXAMPLES) -> dict[str, Any]:

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geoassist.atomic import replace_file
 from geoassist.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -471,15 +472,9 @@ def run_probe(models: list[str], out: str | Path, settings: ProbeSettings | None
         if scenes:
             result.update(real_scene_probe(tower, scenes, settings.batch_size, scenes_limit))
         results[name] = result
-    _write(out / "probe.json", json.dumps(results, indent=2) + "\n")
-    _write(out / "probe.md", probe_table(results))
+    replace_file(out / "probe.json", json.dumps(results, indent=2) + "\n")
+    replace_file(out / "probe.md", probe_table(results))
     return results
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def probe_table(results: dict[str, dict[str, Any]]) -> str:
