@@ -216,6 +216,14 @@ def test_stage2_entry_point_adds_trains_and_saves_the_decoder(tmp_path, records,
     result = trainer.train(packed)
     assert any("region decoder pretrained for 2 steps" in m for m in caplog.messages)
     assert result.step == 2 and all(np.isfinite([loss for _, loss in result.losses]))
+    # with the frozen tower's features cached, the conv8 decoder still reads the pixels
+    cached = config_from_dict({**packed.to_dict(), "out_dir": str(tmp_path / "cached"),
+                               "stage2": {**packed.to_dict()["stage2"],
+                                          "feature_cache": str(tmp_path / "features")}})  # fmt: skip
+    caplog.clear()
+    result = trainer.train(cached)
+    assert any(m.startswith("feature cache:") for m in caplog.messages)
+    assert result.step == 2 and all(np.isfinite([loss for _, loss in result.losses]))
 
 
 def _second_scene(root, detect):

@@ -351,3 +351,21 @@ def test_no_val_or_test_image_of_the_real_split_reaches_a_training_batch(tmp_pat
     # every train record is in the pool (holdout did not thin the real data)
     pool = {rid for rid, side in sides.items() if side == "train"}
     assert len(pool) <= 12 * 8 and set(seen) == pool
+
+
+def test_stage1_carries_the_towers_dense_heads_on_for_the_region_decoder(tmp_path, samples):
+    """Stage 1 does not train stage 0's dense heads, so they travel beside its checkpoint
+    unchanged, and a stage 2 that adds a region decoder can still warm-start from them."""
+    from geoassist.checkpoint import create_model, save_checkpoint
+    from geoassist.model.dense_heads import DENSE_HEADS_FILE, DenseHeads, DenseHeadsConfig, save_dense_heads
+
+    model = create_model("tiny")
+    tower = save_checkpoint(model, tmp_path / "tower")
+    save_dense_heads(DenseHeads(DenseHeadsConfig(feature_path="conv8", width=16), model.vision.width), tower)
+    result = trainer.train(_config(tmp_path, 1, steps=1, model=str(tower)))
+    carried = result.final / DENSE_HEADS_FILE
+    assert carried.read_bytes() == (tower / DENSE_HEADS_FILE).read_bytes()
+    # a stage without heads at its source writes none
+    plain = save_checkpoint(create_model("tiny"), tmp_path / "plain")
+    out = trainer.train(_config(tmp_path, 1, steps=1, model=str(plain), out_dir=str(tmp_path / "p")))
+    assert not (out.final / DENSE_HEADS_FILE).exists()

@@ -193,20 +193,23 @@ class ImageSource:
 
     Without a cache, ``{"pixel_values": (n, bands, H, W)}``. With one
     (:meth:`use_cache`, for a stage whose tower is frozen), ``{"vision_features":
-    (n, tokens, width)}`` read from :class:`geoassist.train.feature_cache.FeatureCache`.
+    (n, tokens, width)}`` read from :class:`geoassist.train.feature_cache.FeatureCache`, and
+    with ``keep_pixels`` the pixels beside them (a region decoder whose fine path reads pixels).
     """
 
     def __init__(self, config: ModelConfig):
         self.config = config
         self.cache = None
         self.digests: dict[Path, str] = {}
+        self.keep_pixels = False
 
-    def use_cache(self, cache, digests: dict[Path, str]) -> None:
-        self.cache, self.digests = cache, dict(digests)
+    def use_cache(self, cache, digests: dict[Path, str], *, keep_pixels: bool = False) -> None:
+        self.cache, self.digests, self.keep_pixels = cache, dict(digests), keep_pixels
 
     def __call__(self, image_root: Path, images: Sequence[str]) -> dict[str, torch.Tensor]:
         if self.cache is None or not images:
             return {"pixel_values": load_pixels(image_root, images, self.config)}
+        out = {"pixel_values": load_pixels(image_root, images, self.config)} if self.keep_pixels else {}
         features = []
         for rel in images:
             path = image_root / rel
@@ -216,7 +219,7 @@ class ImageSource:
 
                 digest = self.digests[path] = image_digest(path)
             features.append(self.cache.load(digest))
-        return {"vision_features": torch.stack(features)}
+        return {**out, "vision_features": torch.stack(features)}
 
 
 def image_files(samples: Sequence[Sample]) -> list[Path]:
@@ -322,7 +325,8 @@ def collate_conversations(pad_token_id: int):
         # gives empty pixels whatever the dataset).
         pixels = [it["pixel_values"] for it in items if "pixel_values" in it and it["pixel_values"].shape[0]]
         features = [it["vision_features"] for it in items if "vision_features" in it]
-        if pixels and features:
+        if pixels and features and len(pixels) != len(features):
+            # (with keep_pixels every image-bearing item has both, for the region decoder)
             raise TrainDataError("a batch mixes pixels and cached features; use one image source")
         batch["pixel_values"] = torch.cat(pixels) if pixels else None
         if features:

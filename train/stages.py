@@ -244,7 +244,7 @@ def stage_loss(stage: int, module: StageModule, batch: dict) -> tuple[torch.Tens
         batch = {**batch, "vision_features": features}
     out = module.model(
         batch["input_ids"],
-        pixels,
+        pixels if features is None else None,  # cached features stand for the pixels in the LM
         batch["attention_mask"],
         batch["labels"],
         return_logits=False,

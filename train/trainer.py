@@ -216,8 +216,11 @@ def _use_feature_cache(config: TrainConfig, model, datasets: list, accelerator) 
         ran = cache.fill(model, {d: p for p, d in digests.items()}, device=accelerator.device)
         logger.info("feature cache: %d images, %d computed now, in %s", len(digests), ran, cache.folder)
     accelerator.wait_for_everyone()
+    decoder = model.region_decoder
+    # a region decoder whose fine path is the conv8 branch reads the pixels too
+    keep_pixels = decoder is not None and decoder.config.feature_path == "conv8"
     for dataset in datasets:
-        dataset.images.use_cache(cache, digests)
+        dataset.images.use_cache(cache, digests, keep_pixels=keep_pixels)
 
 
 def _dataset_samples(dataset) -> list:
@@ -448,7 +451,22 @@ def train(config: TrainConfig, *, resume: bool = True) -> RunResult:
 
         # pretraining-only heads travel beside the checkpoint, outside its inference path
         save_dense_heads(raw_module.dense, result.final)
+    elif raw_module.model.region_decoder is None:
+        _carry_dense_heads(Path(str(config.model)).expanduser(), result.final)
     return result
+
+
+def _carry_dense_heads(source: Path, final: Path) -> None:
+    """Stage 0's dense heads travel on through a stage that does not train them (stage 1), so
+    the region decoder added in stage 2 can still start from them."""
+    import shutil
+
+    from geoassist.model.dense_heads import DENSE_HEADS_FILE, has_dense_heads
+
+    if source.is_dir() and has_dense_heads(source) and not has_dense_heads(final):
+        tmp = final / (DENSE_HEADS_FILE + ".tmp")
+        shutil.copyfile(source / DENSE_HEADS_FILE, tmp)
+        tmp.replace(final / DENSE_HEADS_FILE)
 
 
 class _ShardedSampler(torch.utils.data.Sampler[list[int]]):
