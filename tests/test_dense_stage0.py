@@ -46,6 +46,9 @@ def test_tiny_stage0_with_all_heads_trains_and_saves_heads_beside_the_checkpoint
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss in result.losses)
     assert (result.final / DENSE_HEADS_FILE).is_file()
     assert any("GeoSynth cache" in m and "MB on disk" in m for m in caplog.messages)
+    # the card counts the samples of each kind: 4 steps of 6, scenes and pairs
+    seen = json.loads((result.final / "geoassist.json").read_text())["card"]["samples_per_task"]
+    assert set(seen) == {"geosynth_scene", "geosynth_pair"} and sum(seen.values()) == 24
     # each loss term is logged apart, a line per logged step
     terms = [json.loads(line) for line in (tmp_path / "run" / "loss_terms.jsonl").read_text().splitlines()]
     assert [t["step"] for t in terms] == [1, 2, 3, 4]

@@ -228,7 +228,8 @@ class Stage0Dataset(torch.utils.data.Dataset):
         if self.augment_views:
             truth = augment(truth, np.random.default_rng([self.seed, index]), self.min_zoom)
         targets = build_targets(truth, self.grid)
-        item = {"pixel_values": self.pixels(truth.image), "text": truth.caption, "scene": truth.scene}
+        item = {"pixel_values": self.pixels(truth.image), "text": truth.caption, "scene": truth.scene,
+                "kind": self.kind(index)}
         if truth.image_b is not None:
             item["pixel_values_b"] = self.pixels(truth.image_b)
         item["targets"] = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in targets.items()}
@@ -236,6 +237,14 @@ class Stage0Dataset(torch.utils.data.Dataset):
 
     def pixels(self, image: np.ndarray) -> torch.Tensor:
         return rgb_to_pixel_values(image, self.config.preprocess)
+
+    def kind(self, index: int) -> str:
+        """What the sample is, for the card's samples per task: ``geosynth_scene``,
+        ``geosynth_pair`` or ``real_<source>`` (``real_scenes``, ``real_rsvqa_lr``…)."""
+        c, s = self.entries[index]
+        if c < 0:
+            return f"real_{self.real[s].source}"
+        return f"geosynth_{self.synth[c][0].config.kind}"
 
 
 def rgb_to_pixel_values(image: np.ndarray, preprocess) -> torch.Tensor:
@@ -255,6 +264,8 @@ def collate_stage0(items: list[dict[str, Any]]) -> dict[str, Any]:
         "pixel_values": torch.stack([it["pixel_values"] for it in items]),
         "text": [it["text"] for it in items],
         "scene": [it["scene"] for it in items],
+        # the trainer counts samples per task from these
+        "tasks": [it["kind"] for it in items if "kind" in it],
     }
     pairs = [i for i, it in enumerate(items) if "pixel_values_b" in it]
     if pairs:
