@@ -259,15 +259,20 @@ class Assistant:
         vision_features: torch.Tensor | None = None,
     ) -> Answer:
         from geoassist.model.region_answer import apply_regions, region_answer
+        from geoassist.tasks import task_of_prompt
 
         model = self.model
         raw = model.tokenizer.decode(
             [t for t in tokens if t != model.end_token_id], skip_special_tokens=True
         )
         size = prepared.loaded[-1].size if prepared.loaded else None
-        # <seg> tokens: the region decoder's geometry written in at each token's place.
+        # <seg> tokens: the region decoder's geometry written in at each token's place, in the
+        # grammar of the task asked (named, or the tag a templated prompt opens with)
+        task = prepared.task
+        if task is None and prepared.messages:
+            task = task_of_prompt(prepared.messages[-1].content)
         regions = region_answer(
-            model, tokens, seg_states or [], prepared.pixel_values, size, prepared.task,
+            model, tokens, seg_states or [], prepared.pixel_values, size, task,
             vision_features=vision_features,
         )  # fmt: skip
         raw = regions.text if regions is not None else raw

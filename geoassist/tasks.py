@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import string
 import sys
 from collections.abc import Iterable, Mapping
@@ -255,6 +256,21 @@ def get_task(name_or_alias: str) -> TaskSpec:
         f"unknown task {name_or_alias!r}; choose one of {', '.join(TASKS)}"
         + (f" or an alias: {aliases}" if aliases else "")
     )
+
+
+_LEADING_TAG = re.compile(r"^\s*(?:<image>\s*)*\[([A-Za-z_-]+)\]")
+
+
+def task_of_prompt(prompt: str) -> str | None:
+    """The task whose tag opens ``prompt`` (``"[segment] the lake"`` → ``segment``), as a prompt
+    written from a template carries it; None when it opens with no known tag."""
+    match = _LEADING_TAG.match(prompt or "")
+    if match is None:
+        return None
+    try:
+        return get_task(match.group(1)).name
+    except UnknownTaskError:
+        return None
 
 
 def list_tasks() -> list[str]:

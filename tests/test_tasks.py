@@ -277,3 +277,16 @@ def test_the_data_docs_name_each_record_kinds_template():
             assert (spec.name if spec else None) == (template[0] if template else None), kind
             seen.add(kind)
     assert seen == set(record_kinds())
+
+
+def test_the_task_of_a_templated_prompt_is_read_from_its_tag():
+    """Evaluation and `geoassist batch` send templated prompts without naming the task; the
+    region decoder writes its geometry in the grammar of the task the tag names."""
+    from geoassist.tasks import task_of_prompt
+
+    assert task_of_prompt("<image>\n[segment] the lake") == "segment"
+    assert task_of_prompt("<image><image>\n[change_seg] Outline what changed.") == "change_seg"
+    assert task_of_prompt("[classify] What kind of scene is this?") == "classify"
+    assert task_of_prompt("How many ships?") is None
+    assert task_of_prompt("[nonsense] x") is None
+    assert task_of_prompt("Say [segment] later") is None
