@@ -1,5 +1,6 @@
 """Stage 2's supervised answer tokens per CPU-second: one record per sequence, packed multi-turn
-conversations, and packed conversations over cached tower features.
+conversations, packed conversations over cached tower features, and several conversations per
+sequence (``stage2.pack_conversations``) over cached features.
 
     python bench/bench_packing.py [--model geoassist-mini] [--scenes 12] [--steps 2] [--batch 2]
 
@@ -123,10 +124,16 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
     fill_cpu = time.process_time() - c0
     cached.images.use_cache(cache, digests)
 
+    # The same records again, their conversations also sharing sequences (stage2.pack_conversations)
+    multi = PackedConversationDataset(records, model.config, model.tokenizer, seed=0, pack_conversations=True, **common)
+    multi.images.use_cache(cache, digests)
+    multi_batches = [list(range(i, min(i + args.batch, len(multi)))) for i in range(0, len(multi), args.batch)]
+
     rows = [
         _run(BASELINE, one, one_batches, collate, module, optimizer),
         _run("packed", packed, packed_batches, collate, module, optimizer),
         _run("packed+cached", cached, packed_batches, collate, module, optimizer),
+        _run("multi+cached", multi, multi_batches, collate, module, optimizer),
     ]
     base = rows[0]["tokens_per_cpu_s"]
     print(
