@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,3 +348,22 @@ def test_a_region_decoder_is_not_exported_and_seg_is_never_written(tmp_path, cap
     assert "region decoder" in caplog.text
     assert "region decoder" in (out / "README.md").read_text()
     assert not list(out.glob("region_decoder*"))
+
+
+@pytest.mark.slow
+def test_the_patch32_candidate_exports_and_answers_alike(tmp_path):
+    """The committed patch-32 candidate (train/candidates/geoassist-mini-p32) has one visual
+    token per patch, so it exports, and the export's logits are GeoAssist's (its region decoder
+    stays behind, as documented)."""
+    from transformers import LlavaForConditionalGeneration
+
+    from geoassist.checkpoint import create_model
+    from geoassist.export import export_hf_llava
+
+    folder = Path(__file__).resolve().parents[1] / "train" / "candidates" / "geoassist-mini-p32"
+    model = create_model(folder).eval().float()
+    assert model.config.projector.token_pool == 1
+    out = export_hf_llava(model, tmp_path / "exported")
+    llava = LlavaForConditionalGeneration.from_pretrained(out).eval()
+    assert model.seg_token_id in llava.generation_config.suppress_tokens  # no <seg> without a decoder
+    _logits_match(model, llava)

@@ -357,7 +357,12 @@ def test_stage1_carries_the_towers_dense_heads_on_for_the_region_decoder(tmp_pat
     """Stage 1 does not train stage 0's dense heads, so they travel beside its checkpoint
     unchanged, and a stage 2 that adds a region decoder can still warm-start from them."""
     from geoassist.checkpoint import create_model, save_checkpoint
-    from geoassist.model.dense_heads import DENSE_HEADS_FILE, DenseHeads, DenseHeadsConfig, save_dense_heads
+    from geoassist.model.dense_heads import (
+        DENSE_HEADS_FILE,
+        DenseHeads,
+        DenseHeadsConfig,
+        save_dense_heads,
+    )
 
     model = create_model("tiny")
     tower = save_checkpoint(model, tmp_path / "tower")
