@@ -29,6 +29,11 @@ import torch
 BASELINE = "one-record"
 
 
+def _in_batches(n: int, size: int) -> list[list[int]]:
+    """Indices 0..n-1 in order, ``size`` to a batch."""
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
 def _run(name: str, dataset, batches: list[list[int]], collate, module, optimizer) -> dict:
     from geoassist.train.stages import stage_loss
 
@@ -116,7 +121,7 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
     records = [s for c in chosen for s in packed.conversations[c].samples]
     one = ConversationDataset(records, model.config, model.tokenizer, captions_only=False, **common)
     packed_batches = [chosen[i : i + args.batch] for i in range(0, len(chosen), args.batch)]
-    one_batches = [list(range(i, min(i + args.batch, len(one)))) for i in range(0, len(one), args.batch)]
+    one_batches = _in_batches(len(one), args.batch)
     cache = FeatureCache(tmp / "features", model.vision, model.config.preprocess)
     digests = digests_of(image_files(samples))
     c0 = time.process_time()
@@ -127,7 +132,7 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
     # The same records again, their conversations also sharing sequences (stage2.pack_conversations)
     multi = PackedConversationDataset(records, model.config, model.tokenizer, seed=0, pack_conversations=True, **common)
     multi.images.use_cache(cache, digests)
-    multi_batches = [list(range(i, min(i + args.batch, len(multi)))) for i in range(0, len(multi), args.batch)]
+    multi_batches = _in_batches(len(multi), args.batch)
 
     rows = [
         _run(BASELINE, one, one_batches, collate, module, optimizer),
