@@ -97,6 +97,7 @@ class TaskSpec:
     aliases: tuple[str, ...] = ()
     needs_argument: bool = True
     default_argument: str = ""  # what fills {arg} when the prompt is empty
+    argument_format: str = "{}"  # how a given argument is written into {arg} ("One of: {}.")
     images: str = "1"  # one of IMAGE_COUNTS
     eval_tasks: tuple[str, ...] = ()  # `geoassist eval` tasks scoring its records
     label: str = ""  # the app's menu entry ("" keeps it out of the menu)
@@ -105,6 +106,11 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if not self.eval_tasks:
             object.__setattr__(self, "eval_tasks", tuple(self.record_kinds))
+
+    @property
+    def takes_argument(self) -> bool:
+        """Whether the prompt fills ``{arg}``: required, defaulted, or optional (``argument_format``)."""
+        return self.needs_argument or bool(self.default_argument) or self.argument_format != "{}"
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -129,7 +135,10 @@ class TaskSpec:
                     "knowledge store (kb='default', CLI --kb default)"
                 )
             values["context"] = context.rstrip("\n") + "\n"
-        argument = argument.strip() or self.default_argument
+        argument = argument.strip()
+        if argument and self.argument_format != "{}":
+            argument = self.argument_format.format(argument.rstrip(". "))
+        argument = argument or self.default_argument
         if self.needs_argument and not argument:
             raise GeoAssistError(f"task {self.name!r} needs a prompt: {self.template}")
         return self.template.format(arg=argument, **values).strip()
@@ -151,10 +160,12 @@ TASKS: dict[str, TaskSpec] = {
             label="Ask a question", hint="A short question, e.g. How many ships are there?",
         ),
         TaskSpec(
-            "classify", "[classify] What kind of scene is this?", "one scene-class name",
+            "classify", "[classify] What kind of scene is this? {arg}",
+            "one scene-class name (one of the listed classes when the prompt lists them)",
             record_kinds=("scene_cls",), answer_kind="class", scorer="scene_cls",
             max_new_tokens=16, merge="whole", aliases=("scene_cls",), needs_argument=False,
-            label="Classify the scene", hint="Optional — press Send to classify",
+            argument_format="One of: {}.", label="Classify the scene",
+            hint="Optional — the classes to choose from, e.g. forest, river, farmland",
         ),
         TaskSpec(
             "ground", "[ground] {arg}",
@@ -344,8 +355,9 @@ def check_registry(tasks: Mapping[str, TaskSpec] | None = None) -> None:
                 f"template fields {spec.fields} must be among {list(TEMPLATE_FIELDS)}",
             ),
             (
-                ("arg" in spec.fields) == (spec.needs_argument or bool(spec.default_argument)),
-                "a template has {arg} exactly when the task takes an argument",
+                ("arg" in spec.fields) == spec.takes_argument,
+                "a template has {arg} exactly when the task takes an argument (required, with a "
+                "default, or optional with an argument_format)",
             ),
             (
                 spec.template.startswith(f"[{spec.name}]"),

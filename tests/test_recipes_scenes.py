@@ -53,7 +53,10 @@ def test_folder_per_class_sets(tmp_path, recipe, folder, ext):
     assert scene["answer"] == ("sea or lake" if recipe == "eurosat_rgb" else "sea lake") and scene[
         "targets"
     ]["labels"] == ["SeaLake"]
-    assert scene["conversations"][0]["content"] == "<image>\n[classify] What kind of scene is this?"
+    prompt = scene["conversations"][0]["content"]
+    assert prompt.startswith("<image>\n[classify] What kind of scene is this? One of: ")
+    listed = prompt.split("One of: ", 1)[1].rstrip(".").split(", ")
+    assert scene["answer"] in listed and len(listed) == len(set(listed)) >= 2
     answers = {
         r["answer"]
         for r in records.values()
@@ -206,3 +209,31 @@ def test_eurosat_ms_real_format(rs_samples, tmp_path):
         r["meta"]["crs"].startswith("EPSG:326") and len(r["meta"]["band_names"]) == 13
         for r in read_records(tmp_path / "out")
     )
+
+
+def test_rsscn7_letter_folders_give_plain_class_words(tmp_path):
+    for cls in ("aGrass", "dRiverLake", "fResident"):
+        for i in range(2):
+            _image(tmp_path / "src" / cls / f"{cls[0]}{i:03d}.jpg")
+    build("rsscn7", tmp_path / "src", tmp_path / "out")
+    records = {r["id"]: r for r in read_records(tmp_path / "out")}
+    scene = records["rsscn7:dRiverLake/d000:scene"]
+    assert scene["answer"] == "river or lake" and scene["targets"]["labels"] == ["dRiverLake"]
+    assert scene["conversations"][0]["content"].endswith(
+        "One of: grass, river or lake, residential."
+    )
+
+
+def test_rsscn7_real_sample_is_all_test_in_the_real_split(rs_samples, tmp_path):
+    from geoassist.splits import real_split
+
+    src = rs_samples / "scenes" / "rsscn7"
+    if not src.is_dir():
+        pytest.skip("no RSSCN7 sample")
+    manifest = build("rsscn7", src, tmp_path / "out")
+    assert manifest["by_task"]["scene_cls"] == 700
+    scenes = [r for r in read_records(tmp_path / "out") if r["task"] == "scene_cls"]
+    assert {r["answer"] for r in scenes} == {
+        "grass", "field", "industry", "river or lake", "forest", "residential", "parking"
+    }  # fmt: skip
+    assert {real_split("rsscn7", Path(r["images"][0]).stem) for r in scenes} == {"test"}

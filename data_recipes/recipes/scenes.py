@@ -1,8 +1,8 @@
-"""Scene classification: folder-per-class sets (UCM, AID, NWPU-RESISC45, WHU-RS19), EuroSAT RGB/MS,
+"""Scene classification: folder-per-class sets (UCM, AID, NWPU-RESISC45, WHU-RS19, RSSCN7), EuroSAT RGB/MS,
 FireRisk, So2Sat LCZ42 (HDF5) and BigEarthNet / reBEN (multi-label).
 
 Each image gives a ``scene_cls`` record (the class in words; ``targets.labels`` keeps the
-source's class names) and a yes/no ``vqa`` pair (``qtype`` ``presence``) asking about its class
+source's class names; the prompt lists the source's classes, see ``MAX_LISTED_CLASSES``) and a yes/no ``vqa`` pair (``qtype`` ``presence``) asking about its class
 and about one class it is not, so the model also learns to say no.
 """
 
@@ -34,6 +34,10 @@ from ..core import (
 from ..geometry import article, label_name
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MAX_LISTED_CLASSES = 48
+"""A ``scene_cls`` prompt lists the source's classes (``[classify] … One of: a, b, c.``) when it
+has at most this many, so one model answers each source in that source's own class names (the
+unlisted prompt is answered in GeoSynth's classes); larger label sets are not listed."""
 
 
 def scene_records(
@@ -54,11 +58,13 @@ def scene_records(
         return words.get(c) or label_name(c)
 
     answer = ", ".join(word(c) for c in classes)
+    listed = ", ".join(word(c) for c in all_classes) if len(all_classes) <= MAX_LISTED_CLASSES else ""
     common = {"source": source, "split": split, "images": [image], "meta": meta}
     records: list[Outcome] = [
         make_record(
             oid=f"{oid}:scene",
             task="scene_cls",
+            argument=listed,
             answer=answer,
             targets={"labels": list(classes)},
             **common,
@@ -269,6 +275,41 @@ class WHURS19(_FolderClasses):
         checked_against="WHU-RS19 release layout; fake files",
     )
     image_root = ("", "WHU-RS19", "RSDataset")
+
+
+RSSCN7_WORDS = {
+    "aGrass": "grass",
+    "bField": "field",
+    "cIndustry": "industry",
+    "dRiverLake": "river or lake",
+    "eForest": "forest",
+    "fResident": "residential",
+    "gParking": "parking",
+}
+
+
+@register
+class RSSCN7(_FolderClasses):
+    """RSSCN7: 2,800 Google Earth images (400²), 7 classes, 400 each.
+
+    Layout (release): ``<letter><Class>/<letter>NNN.jpg`` (``aGrass/a001.jpg`` … ``gParking/``),
+    at the root or under ``RSSCN7/``. No official split; in GeoAssist's committed real-data
+    split RSSCN7 is evaluation-only (every image ``test``), a check of transfer to a source the
+    model never trained on. The class folders' letter prefixes are dropped in the answers.
+    """
+
+    info = RecipeInfo(
+        name="rsscn7",
+        title="RSSCN7",
+        tasks=("scene_cls", "vqa"),
+        licence="none stated; academic use",
+        citation="Q. Zou, L. Ni, T. Zhang, Q. Wang. Deep Learning Based Feature Selection for Remote Sensing Scene Classification. IEEE GRSL 12(11), 2015.",
+        layout="<letter><Class>/<letter>NNN.jpg (aGrass/ … gParking/)",
+        splits=("all",),
+        checked_against="the published folder layout (a 700-image sample)",
+    )
+    image_root = ("", "RSSCN7")
+    words = RSSCN7_WORDS
 
 
 EUROSAT_WORDS = {
