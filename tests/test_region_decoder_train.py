@@ -413,3 +413,47 @@ def test_packed_stage2_carries_a_change_target_like_the_others(records, change_r
     assert together == pytest.approx(alone, rel=1e-5, abs=1e-6)
     loss, n = stage_loss(2, StageModule(model), packed)
     assert n == 1 and torch.isfinite(loss)
+
+
+def test_the_planning_estimate_is_the_seg_answer(records, change_record):
+    """Packing plans lengths from :func:`seg_answer_estimate`, which reads no mask: it must be
+    the answer :func:`seg_form` trains on."""
+    from geoassist.train.region_data import seg_answer_estimate, seg_form
+
+    root, (detect, segment, absent, caption) = records
+    two_labels = {
+        **detect, "id": "t:7",
+        "targets": {"boxes": [{"label": "ship", "box": [1, 1, 5, 5]}, {"label": "car", "box": [9, 9, 12, 12]},
+                              {"label": "ship", "box": [20, 20, 25, 25]}]},
+    }  # fmt: skip
+    for record in (detect, segment, absent, caption, two_labels, change_record[0]):
+        form = seg_form(record, root, 32)
+        assert seg_answer_estimate(record) == (None if form is None else form[0]), record["id"]
+    assert seg_answer_estimate(two_labels) == "<ref>ship</ref><seg> <ref>car</ref><seg>"
+
+
+def test_conversations_are_planned_by_their_seg_lengths(records):
+    """With a region decoder a detection answer is a few tokens, not its written boxes, so the
+    records of one image fit one conversation that a plan by the written answers would cut."""
+    from geoassist.train.data import Sample
+    from geoassist.train.packing import PackedConversationDataset
+    from geoassist.train.region_stage import decoder_grid
+
+    root, (detect, *_rest) = records
+    boxes = [{"label": "ship", "box": [i, i, i + 2, i + 2]} for i in range(0, 28, 2)]
+    written = "".join(f"<ref>ship</ref><box>{b['box'][0] * 31},{b['box'][1] * 31},{b['box'][2] * 31},{b['box'][3] * 31}</box>" for b in boxes)
+    many = [
+        {**detect, "id": f"t:d{k}", "targets": {"boxes": boxes},
+         "conversations": [detect["conversations"][0], {"role": "assistant", "content": written}]}
+        for k in range(6)
+    ]  # fmt: skip
+    model = build_model()
+    samples = [Sample(r, root) for r in many]
+    kwargs = dict(max_length=512, seed=0)
+    by_text = PackedConversationDataset(samples, model.config, model.tokenizer, **kwargs)
+    by_seg = PackedConversationDataset(
+        samples, model.config, model.tokenizer, region_grid=decoder_grid(model), **kwargs
+    )
+    assert len(by_text) > 1 and len(by_seg) == 1
+    rendered, kept = by_seg.render(0)
+    assert len(kept) == 6 and len(rendered) <= 512 and by_seg.estimated_length(0) >= len(rendered) - 8

@@ -27,6 +27,7 @@ targets in the ``<seg>`` form (:mod:`geoassist.train.region_data`), in the order
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import random
 from collections.abc import Sequence
@@ -106,6 +107,22 @@ def record_token_counts(samples: Sequence[Sample], tokenizer, batch_size: int = 
         for rid, ids in zip(owners[start : start + batch_size], encoded, strict=True):
             counts[rid] = counts.get(rid, 0) + len(ids) + overhead
     return counts
+
+
+def seg_planned(samples: Sequence[Sample]) -> list[Sample]:
+    """``samples`` with each geometry record's answer in its ``<seg>`` form
+    (:func:`geoassist.train.region_data.seg_answer_estimate`), for planning lengths only."""
+    from geoassist.train.region_data import seg_answer_estimate, with_seg_answer
+
+    out = []
+    for sample in samples:
+        answer = seg_answer_estimate(sample.record)
+        out.append(
+            sample
+            if answer is None
+            else dataclasses.replace(sample, record=with_seg_answer(sample.record, answer))
+        )
+    return out
 
 
 def plan_conversations(
@@ -258,9 +275,12 @@ class PackedConversationDataset(Dataset):
         self.system_tokens = len(
             render([Message("system", config.system_prompt)], tokenizer, num_image_tokens=0)
         )
-        # Token counts of the records as the recipes wrote them: a <seg> answer is shorter than
-        # the geometry it replaces, so for region records they are an upper bound.
-        self.tokens = record_token_counts(samples, tokenizer)
+        # Token counts of the records as they are trained: with a region decoder, a geometry
+        # record's answer is its <seg> form (a few tokens, not the hundreds of its written boxes
+        # or mask), so conversations are planned by that length and fill their budget.
+        self.tokens = record_token_counts(
+            samples if region_grid is None else seg_planned(samples), tokenizer
+        )
         self.conversations = plan_conversations(
             samples,
             tokens=self.tokens,

@@ -63,6 +63,25 @@ def _image_size(image_root: Path, record: dict[str, Any]) -> tuple[int, int]:
         return im.size
 
 
+def seg_answer_estimate(record: dict[str, Any]) -> str | None:
+    """The ``<seg>`` answer :func:`seg_form` gives ``record``, from its targets alone (no mask
+    read): what packing plans a conversation's length with. None for a record without geometry
+    for the decoder. A mask that vanishes at the decoder's size (``none`` there) is counted as
+    its token, the same few tokens."""
+    kind, targets = record.get("task"), record.get("targets") or {}
+    if kind in MASK_KINDS:
+        return SEG_TOKEN if targets.get("mask") or targets.get("mask_rle") else None
+    if kind not in (*BOX_KINDS, *SINGLE_KINDS):
+        return None
+    objects = _instances(targets)
+    if not objects:
+        return "none"
+    if kind in SINGLE_KINDS:
+        return SEG_TOKEN
+    labels = dict.fromkeys(label for label, _ in objects)
+    return " ".join(f"<ref>{label}</ref>{SEG_TOKEN}" if label else SEG_TOKEN for label in labels)
+
+
 def seg_form(record: dict[str, Any], image_root: Path, input_size: int) -> tuple[str, list[RegionTarget]] | None:
     """The ``<seg>`` answer of ``record`` and one target per token, in the decoder's input pixels;
     None for a record that carries no geometry for the decoder."""
