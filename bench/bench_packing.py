@@ -12,7 +12,11 @@ with ``num_workers: 0``. The CPU time of those steps (all threads, ``time.proces
 cost; the supervised answer tokens of the batches (labels that are not -100, after the shift)
 are the work. The cached run's one-off pass of the tower over each image is timed on its own
 line, since the trainer pays it once per image and tower, not per epoch. Ratios are against the
-named baseline, ``one-record``, measured in the same run.
+named baseline, ``one-record``, measured in the same run. A model with a region decoder trains
+every layout as stage 2 does, its geometry records in the ``<seg>`` form with the decoder's
+losses (so the packed conversations are planned by those short answers), and its supervised
+tokens are then far fewer than the boxes and masks they stand for: the answers (turns) per
+CPU-second are printed beside the tokens for that reason.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def _in_batches(n: int, size: int) -> list[list[int]]:
 def _run(name: str, dataset, batches: list[list[int]], collate, module, optimizer) -> dict:
     from geoassist.train.stages import stage_loss
 
-    tokens = sequences = padded = 0
+    tokens = sequences = padded = answers = 0
     cpu = wall = 0.0
     for step, indices in enumerate([batches[0], *batches]):  # a warm-up step, not counted
         c0, w0 = time.process_time(), time.perf_counter()
@@ -52,6 +56,7 @@ def _run(name: str, dataset, batches: list[list[int]], collate, module, optimize
         cpu += c1 - c0
         wall += w1 - w0
         tokens += int((data["labels"][:, 1:] != -100).sum())
+        answers += len(data.get("tasks") or indices)
         sequences += data["input_ids"].shape[0]
         padded += data["input_ids"].numel()
     return {
@@ -63,6 +68,8 @@ def _run(name: str, dataset, batches: list[list[int]], collate, module, optimize
         "cpu_s": cpu,
         "wall_s": wall,
         "tokens_per_cpu_s": tokens / cpu,
+        "answers": answers,
+        "answers_per_cpu_s": answers / cpu,
         "tokens_per_wall_s": tokens / wall,
     }
 
@@ -111,7 +118,14 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
     module.train()
     optimizer = torch.optim.AdamW(trainable_parameters(module).values(), lr=1e-5)
     collate = collate_conversations(model.pad_token_id)
-    common = {"max_length": args.max_length}
+    common: dict = {"max_length": args.max_length}
+    regions = model.region_decoder is not None
+    if regions:  # as stage 2 trains a model with a decoder: <seg> answers and the decoder losses
+        from geoassist.train.region_data import collate_with_regions
+        from geoassist.train.region_stage import decoder_grid, region_dataset
+
+        collate = collate_with_regions(collate)
+        common["region_grid"] = decoder_grid(model)
 
     packed = PackedConversationDataset(samples, model.config, model.tokenizer, seed=0, **common)
     cached = PackedConversationDataset(samples, model.config, model.tokenizer, seed=0, **common)
@@ -119,7 +133,11 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
     # as those conversations and once one record per sequence.
     chosen = random.Random(1).sample(range(len(packed)), min(len(packed), args.steps * args.batch))
     records = [s for c in chosen for s in packed.conversations[c].samples]
-    one = ConversationDataset(records, model.config, model.tokenizer, captions_only=False, **common)
+    one = ConversationDataset(
+        records, model.config, model.tokenizer, captions_only=False, max_length=args.max_length
+    )
+    if regions:
+        one = region_dataset(one, model)
     packed_batches = [chosen[i : i + args.batch] for i in range(0, len(chosen), args.batch)]
     one_batches = _in_batches(len(one), args.batch)
     cache = FeatureCache(tmp / "features", model.vision, model.config.preprocess)
@@ -146,14 +164,22 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
         f"({len(packed)} packed conversations, {len(samples) / len(packed):.1f} answers each), "
         f"batch {args.batch}, max_length {args.max_length}, {torch.get_num_threads()} threads, "
         f"the {len(records)} answers of {len(chosen)} conversations in each layout"
+        + (", geometry as <seg> with the region decoder's losses" if regions else "")
     )
-    print(f"{'mode':<15} {'sup. tokens':>11} {'seq len':>8} {'CPU s':>8} {'tokens/CPU-s':>13} {'ratio':>6} {'tokens/wall-s':>14}")
+    base_answers = rows[0]["answers_per_cpu_s"]
+    print(
+        f"{'mode':<15} {'sup. tokens':>11} {'seq len':>8} {'CPU s':>8} {'tokens/CPU-s':>13} {'ratio':>6} "
+        f"{'answers/CPU-s':>14} {'ratio':>6} {'tokens/wall-s':>14}"
+    )
     for r in rows:
         print(
             f"{r['mode']:<15} {r['supervised_tokens']:>11} {r['tokens_per_sequence']:>8.0f} {r['cpu_s']:>8.1f} "
-            f"{r['tokens_per_cpu_s']:>13.2f} {r['tokens_per_cpu_s'] / base:>5.2f}x {r['tokens_per_wall_s']:>14.2f}"
+            f"{r['tokens_per_cpu_s']:>13.2f} {r['tokens_per_cpu_s'] / base:>5.2f}x "
+            f"{r['answers_per_cpu_s']:>14.3f} {r['answers_per_cpu_s'] / base_answers:>5.2f}x "
+            f"{r['tokens_per_wall_s']:>14.2f}"
         )
         r["ratio"] = r["tokens_per_cpu_s"] / base
+        r["answers_ratio"] = r["answers_per_cpu_s"] / base_answers
     print(
         f"feature cache fill (once per image and tower): {fill_cpu:.1f} CPU s for {len(digests)} images "
         f"= {fill_cpu / max(len(digests), 1):.2f} CPU s per image"

@@ -30,8 +30,8 @@ def test_shipped_weights_match_the_mini_architecture():
     from geoassist.model.vision import VisionTower
 
     config = ModelConfig.from_json(FOLDER / "config.json")
-    mini = load_preset("mini")
-    assert config.vision == mini.vision and config.projector == mini.projector and config.lm == mini.lm
+    preset = load_preset(config.name)  # the architecture the card names
+    assert config.vision == preset.vision and config.projector == preset.projector and config.lm == preset.lm
     tower = VisionTower(config.vision)
     state = {k.removeprefix("visual."): v for k, v in load_file(str(FOLDER / "vision.safetensors")).items()}
     tower.visual.load_state_dict(state, strict=True)
@@ -41,6 +41,11 @@ def test_shipped_weights_match_the_mini_architecture():
     assert projector.temporal.weight.abs().sum() > 0
     with torch.no_grad():
         assert torch.isfinite(tower(torch.randn(1, 3, 256, 256))).all()
+    if config.region_decoder is not None:
+        from geoassist.model.region_decoder import RegionDecoder
+
+        decoder = RegionDecoder(config.region_decoder, tower.width, 576)
+        decoder.load_state_dict(load_file(str(FOLDER / "region_decoder.safetensors")), strict=True)
 
 
 def test_card_names_base_model_data_and_scores():
